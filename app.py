@@ -1,0 +1,272 @@
+"""The Flask application: the factory, the `chat` and `admin` blueprints and the public routes."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_from_directory
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import auth
+import cors
+import embedded_redis
+import errors
+import storage
+from config import Settings, load_settings
+from errors import json_error
+from llm import DemoResponder, OpenAIClient, UpstreamError
+
+ROOT = Path(__file__).resolve().parent
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_MESSAGE_CHARS = 4000
+SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+EMPTY_REPLY = "I could not generate a response right now."
+STREAM_HEADERS = {
+    "Content-Type": "application/x-ndjson; charset=utf-8",
+    "Cache-Control": "no-store, no-transform",
+    "X-Accel-Buffering": "no",  # nginx and similar proxies must not buffer the stream
+}
+
+
+def create_app(config: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from the environment; `config` overrides environment variables (tests)."""
+    settings = load_settings({**os.environ, **(config or {})})
+    app = Flask(__name__, static_folder=None)
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
+    app.json.sort_keys = False
+    if settings.trusted_proxy_count:
+        count = settings.trusted_proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
+
+    redis_url = settings.redis_url or embedded_redis.ensure_running(settings.data_dir)
+    client = storage.connect(redis_url, tls_verify=settings.redis_tls_verify)
+    app.extensions["storage"] = storage.Storage(client, settings.redis_prefix)
+    app.extensions["model"] = make_model(settings)
+    app.extensions["widget_keys"] = auth.KeyRing(settings.widget_keys)
+    app.extensions["admin_keys"] = auth.KeyRing(settings.admin_keys)
+    app.extensions["openapi"] = json.loads((ROOT / "openapi.json").read_text())
+
+    errors.init_app(app)
+    cors.init_app(app)
+    app.register_blueprint(public)
+    app.register_blueprint(chat)
+    app.register_blueprint(admin)
+    return app
+
+
+def make_model(settings: Settings):
+    if settings.demo_mode:
+        return DemoResponder()
+    return OpenAIClient(
+        settings.openai_base_url,
+        settings.openai_api_key,
+        settings.openai_model,
+        settings.llm_timeout_seconds,
+        settings.max_output_tokens,
+    )
+
+
+def store() -> storage.Storage:
+    return current_app.extensions["storage"]
+
+
+# ---- public routes -------------------------------------------------------------------------
+
+public = Blueprint("public", __name__)
+
+
+@public.get("/health")
+def health():
+    """Liveness: answers without touching Redis."""
+    response = jsonify(status="ok")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@public.get("/ready")
+def ready():
+    """Readiness: 200 only while Redis answers."""
+    try:
+        store().ping()
+    except storage.UNAVAILABLE:
+        return jsonify(status="unavailable"), 503
+    return jsonify(status="ok")
+
+
+@public.get("/v1/openapi.json")
+def openapi():
+    return jsonify(current_app.extensions["openapi"])
+
+
+@public.get("/widget/chat-widget.js")
+def widget_script():
+    # Short cache plus ETag: embeds of this unversioned URL pick up a new widget within minutes.
+    response = send_from_directory(ROOT / "static", "chat-widget.js", max_age=300)
+    response.headers["Content-Type"] = "application/javascript; charset=utf-8"
+    return response
+
+
+# ---- chat ----------------------------------------------------------------------------------
+
+chat = Blueprint("chat", __name__)
+chat.before_request(auth.chat_guard)
+
+
+class InvalidBody(Exception):
+    """The chat request body broke a rule; details name the fields."""
+
+    def __init__(self, details: dict):
+        self.details = details
+
+
+@chat.errorhandler(InvalidBody)
+def invalid_body(exc: InvalidBody):
+    return json_error(400, "Invalid request body", details=exc.details)
+
+
+def read_chat_request() -> tuple[str, str]:
+    """(sessionId, message) from the JSON body, or InvalidBody naming what is wrong."""
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise InvalidBody({"body": "must be a JSON object"})
+    details = {}
+    session_id, message = body.get("sessionId"), body.get("message")
+    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+        details["sessionId"] = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
+    if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE_CHARS:
+        details["message"] = f"must be a string of 1-{MAX_MESSAGE_CHARS} characters, not only whitespace"
+    if details:
+        raise InvalidBody(details)
+    return session_id, message.strip()
+
+
+def start_turn(session_id: str, message: str) -> tuple[str, list[dict]]:
+    """Store the user message (before the model is called) and build the model's prompt."""
+    settings: Settings = current_app.config["SETTINGS"]
+    conversation_id = store().conversation_for_session(session_id)
+    recent = store().append_message(
+        conversation_id, session_id, "user", message, history=settings.max_history_messages
+    )
+    prompt = [{"role": "system", "content": settings.system_prompt}]
+    prompt += [{"role": m["role"], "content": m["content"]} for m in recent]
+    return conversation_id, prompt
+
+
+def final_text(reply: str) -> str:
+    return reply.strip() or EMPTY_REPLY
+
+
+@chat.post("/v1/chat")
+def chat_reply():
+    """One turn answered as a single JSON object."""
+    session_id, message = read_chat_request()
+    conversation_id, prompt = start_turn(session_id, message)
+    try:
+        reply = final_text(current_app.extensions["model"].complete(prompt))
+    except UpstreamError as exc:
+        return json_error(exc.status_code, str(exc))
+    store().append_message(conversation_id, session_id, "assistant", reply)
+    return jsonify(conversationId=conversation_id, message=reply)
+
+
+@chat.post("/v1/chat/stream")
+@chat.post("/chat")
+def chat_stream():
+    """One turn streamed as NDJSON events (`/chat` is the original widget's endpoint)."""
+    session_id, message = read_chat_request()
+    conversation_id, prompt = start_turn(session_id, message)
+    # The generator outlives the request context: hand it plain objects only.
+    lines = relay_reply(
+        current_app.extensions["model"],
+        store(),
+        current_app.logger,
+        conversation_id,
+        session_id,
+        prompt,
+        current_app.config["SETTINGS"].heartbeat_seconds,
+    )
+    return Response(lines, headers=STREAM_HEADERS)
+
+
+def ndjson(**event) -> bytes:
+    return (json.dumps(event, ensure_ascii=False) + "\n").encode()
+
+
+def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heartbeat_seconds) -> Iterator[bytes]:
+    """The NDJSON lines of one streamed turn, each yielded as soon as it exists.
+
+    A ping goes out after each heartbeat of upstream silence: it keeps idle proxies from cutting
+    the stream, and writing it is how the server learns that the client has gone (the WSGI
+    server closes this generator when a write fails). If the reply does not finish, whatever
+    arrived is stored marked interrupted.
+    """
+    yield ndjson(type="start", conversationId=conversation_id)
+    parts: list[str] = []
+    stored = False
+    try:
+        with model.stream(prompt) as reply:
+            for delta in reply.with_heartbeats(heartbeat_seconds):
+                if delta is None:
+                    yield ndjson(type="ping")
+                    continue
+                parts.append(delta)
+                yield ndjson(type="token", token=delta)
+        text = final_text("".join(parts))
+        turns.append_message(conversation_id, session_id, "assistant", text)
+        stored = True
+        yield ndjson(type="done", message=text, conversationId=conversation_id)
+    except UpstreamError as exc:
+        yield ndjson(type="error", error=str(exc))
+    except storage.UNAVAILABLE:
+        logger.error("Redis unavailable while storing a reply")
+        yield ndjson(type="error", error="Storage unavailable")
+    except Exception:
+        logger.exception("Stream failed")
+        yield ndjson(type="error", error="Internal server error")
+    finally:
+        partial = "".join(parts).strip()
+        if not stored and partial:
+            try:
+                turns.append_message(conversation_id, session_id, "assistant", partial, interrupted=True)
+            except storage.UNAVAILABLE:
+                logger.error("Could not store an interrupted reply")
+
+
+# ---- admin ---------------------------------------------------------------------------------
+
+admin = Blueprint("admin", __name__, url_prefix="/v1/admin")
+admin.before_request(auth.admin_guard)
+LIMIT = re.compile(r"^[0-9]{1,3}$")
+
+
+@admin.get("/conversations")
+def list_conversations():
+    """A page of conversation summaries, most recently updated first."""
+    raw_limit = request.args.get("limit", "100")
+    limit = int(raw_limit) if LIMIT.match(raw_limit) else 0
+    if not 1 <= limit <= 200:
+        return json_error(400, "Invalid query", details={"limit": "must be an integer from 1 to 200"})
+    try:
+        page = store().list_conversations(limit, request.args.get("cursor") or None)
+    except storage.InvalidCursor:
+        return json_error(400, "Invalid query", details={"cursor": "must be a nextCursor from a previous page"})
+    return jsonify(conversations=page.conversations, total=page.total, nextCursor=page.next_cursor)
+
+
+@admin.get("/conversations/<conversation_id>")
+def get_conversation(conversation_id: str):
+    found = store().get_conversation(conversation_id)
+    if found is None:
+        return json_error(404, "Conversation not found")
+    summary, messages = found
+    return jsonify(conversation=summary, messages=messages)
+
+
+@admin.delete("/conversations/<conversation_id>")
+def delete_conversation(conversation_id: str):
+    if not store().delete_conversation(conversation_id):
+        return json_error(404, "Conversation not found")
+    return "", 204

@@ -1,0 +1,157 @@
+"""Settings read from the environment, validated all at once."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a concise and helpful AI assistant embedded in a support chat widget."
+)
+MIN_KEY_LENGTH = 24
+
+
+class ConfigError(Exception):
+    """Start-up configuration is invalid; the message names every bad variable."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    env: str
+    widget_keys: tuple[str, ...]
+    admin_keys: tuple[str, ...]
+    redis_url: str | None
+    redis_tls_verify: bool
+    redis_prefix: str
+    openai_api_key: str | None
+    openai_base_url: str
+    openai_model: str
+    system_prompt: str
+    max_history_messages: int
+    max_output_tokens: int | None
+    llm_timeout_seconds: float
+    heartbeat_seconds: float
+    cors_origins: tuple[str, ...]
+    rate_limit_window_ms: int
+    rate_limit_max_requests: int
+    trusted_proxy_count: int
+    data_dir: str
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def demo_mode(self) -> bool:
+        """Development without a model key answers with the offline demo responder."""
+        return not self.production and not self.openai_api_key
+
+
+def split_list(raw: str | None) -> tuple[str, ...]:
+    """Parse a comma-separated list, ignoring blanks and surrounding spaces."""
+    return tuple(item.strip() for item in (raw or "").split(",") if item.strip())
+
+
+class _Reader:
+    """Reads typed values from an environment mapping, collecting problems instead of raising."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.environ.get(name, "").strip()
+        return value or default
+
+    def number(self, name, default, kind=int, minimum=None, maximum=None):
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number")
+            return default
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            self.problems.append(f"{name} must be {bounds}")
+            return default
+        return value
+
+    def keys(self, name: str, required: bool) -> tuple[str, ...]:
+        keys = split_list(self.environ.get(name))
+        if not keys and required:
+            self.problems.append(f"{name} is required")
+        if any(len(key) < MIN_KEY_LENGTH for key in keys):
+            # Never echo the key: name the variable and the rule only.
+            self.problems.append(f"{name}: every key must be at least {MIN_KEY_LENGTH} characters")
+        return keys
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from environ (default os.environ) or raise ConfigError listing every problem."""
+    read = _Reader(os.environ if environ is None else environ)
+    env = read.text("APP_ENV", "production")
+    if env not in ("production", "development"):
+        read.problems.append("APP_ENV must be 'production' or 'development'")
+    production = env != "development"
+
+    widget_keys = read.keys("WIDGET_API_KEY", required=True)
+    admin_keys = read.keys("ADMIN_API_KEY", required=False)
+    if set(widget_keys) & set(admin_keys):
+        read.problems.append("WIDGET_API_KEY and ADMIN_API_KEY must not share a key")
+
+    openai_api_key = read.text("OPENAI_API_KEY")
+    if production and not openai_api_key:
+        read.problems.append("OPENAI_API_KEY is required in production")
+
+    redis_url = read.text("REDIS_URL")
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+        read.problems.append("REDIS_URL must start with redis://, rediss://, unix:// or redis+cluster://")
+    tls_verify = read.text("REDIS_TLS_VERIFY", "true").lower()
+    if tls_verify not in ("true", "false"):
+        read.problems.append("REDIS_TLS_VERIFY must be 'true' or 'false'")
+
+    prefix = read.text("REDIS_PREFIX", "ocw")
+    if any(ch in prefix for ch in "{} "):
+        read.problems.append("REDIS_PREFIX must not contain braces or spaces")
+
+    cors_origins = split_list(read.text("CORS_ORIGIN"))
+    if "*" in cors_origins and production:
+        read.problems.append("CORS_ORIGIN='*' is only allowed when APP_ENV=development")
+    bad_origins = [o for o in cors_origins if o != "*" and not o.startswith(("http://", "https://"))]
+    if bad_origins:
+        read.problems.append("CORS_ORIGIN entries must be '*' or origins like https://example.com")
+
+    settings = Settings(
+        env=env,
+        widget_keys=widget_keys,
+        admin_keys=admin_keys,
+        redis_url=redis_url,
+        redis_tls_verify=tls_verify != "false",
+        redis_prefix=prefix,
+        openai_api_key=openai_api_key,
+        openai_base_url=read.text("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/"),
+        openai_model=read.text("OPENAI_MODEL", "gpt-4.1-mini"),
+        system_prompt=read.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
+        max_history_messages=read.number("MAX_HISTORY_MESSAGES", 30, minimum=1, maximum=1000),
+        max_output_tokens=read.number("MAX_OUTPUT_TOKENS", None, minimum=1),
+        llm_timeout_seconds=read.number("LLM_TIMEOUT_SECONDS", 60.0, kind=float, minimum=0.1),
+        heartbeat_seconds=read.number("STREAM_HEARTBEAT_SECONDS", 15.0, kind=float, minimum=0.05),
+        cors_origins=tuple(o.rstrip("/") for o in cors_origins),
+        rate_limit_window_ms=read.number("RATE_LIMIT_WINDOW_MS", 60000, minimum=1),
+        rate_limit_max_requests=read.number("RATE_LIMIT_MAX_REQUESTS", 30, minimum=1),
+        trusted_proxy_count=read.number("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10),
+        data_dir=os.path.abspath(read.text("DATA_DIR", "data")),
+    )
+    if read.problems:
+        raise ConfigError(read.problems)
+    return settings

@@ -1,0 +1,59 @@
+"""Which browser origins may call the service, and the headers every response carries."""
+from __future__ import annotations
+
+from flask import Flask, current_app, request
+
+from errors import json_error
+
+ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
+ALLOWED_HEADERS = "Content-Type, X-Api-Key, X-Widget-Api-Key, X-Admin-Api-Key, Authorization"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def origin_allowed(origin: str) -> bool:
+    """CORS_ORIGIN lists exact origins ('*' only in development); our own origin always passes."""
+    allowed = current_app.config["SETTINGS"].cors_origins
+    return origin in allowed or "*" in allowed or origin == request.host_url.rstrip("/")
+
+
+def _refuse_foreign_origins():
+    """Answer preflights before any key check; refuse writes from origins that are not allowed.
+
+    Browsers send the preflight without credentials, so it must never need a key. A POST from a
+    foreign page is refused here, before the rate limit, the key check or the model.
+    """
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS" and request.url_rule is not None:
+        return current_app.response_class(status=204)
+    if origin and request.method not in SAFE_METHODS and not origin_allowed(origin):
+        current_app.logger.warning("403 %s %s from origin not allowed", request.method, request.path)
+        return json_error(403, "Origin not allowed")
+    return None
+
+
+def _add_headers(response):
+    origin = request.headers.get("Origin")
+    if origin and origin_allowed(origin):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
+        response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+    response.vary.add("Origin")
+    response.headers.update(SECURITY_HEADERS)
+    if current_app.config["SETTINGS"].production:
+        response.headers["Strict-Transport-Security"] = HSTS
+    return response
+
+
+def init_app(app: Flask) -> None:
+    if not app.config["SETTINGS"].cors_origins:
+        app.logger.warning("CORS_ORIGIN is not set: no browser on another origin can use the widget")
+    app.before_request(_refuse_foreign_origins)
+    app.after_request(_add_headers)

@@ -1,0 +1,51 @@
+"""Development launcher: embedded defaults, generated keys, then gunicorn.
+
+Keys are generated once and kept in the data folder, so every worker and every restart uses
+the same ones. Production never comes through here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+
+def load_or_create_keys(data_dir: Path) -> dict:
+    """The development keys kept in data_dir/dev-keys.json, generated on first use."""
+    path = data_dir / "dev-keys.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    keys = {"WIDGET_API_KEY": secrets.token_urlsafe(32), "ADMIN_API_KEY": secrets.token_urlsafe(32)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(keys, file)
+    return keys
+
+
+def main() -> None:
+    os.environ["APP_ENV"] = "development"
+    os.environ.setdefault("CORS_ORIGIN", "*")
+    data_dir = Path(os.environ.setdefault("DATA_DIR", "data")).resolve()
+    generated = []
+    if not os.environ.get("WIDGET_API_KEY") and not os.environ.get("ADMIN_API_KEY"):
+        for name, value in load_or_create_keys(data_dir).items():
+            os.environ[name] = value
+            generated.append(name)
+    port = os.environ.setdefault("PORT", "8000")
+    base_url = f"http://localhost:{port}"
+    print(f"\nOpen Chat Widget (development) at {base_url}")
+    # Printing is the point here: these are throwaway development keys kept in the data folder.
+    for name in generated:
+        print(f"  {name}={os.environ[name]}   (kept in {data_dir}/dev-keys.json)")
+    if not os.environ.get("OPENAI_API_KEY"):
+        print("  No OPENAI_API_KEY: replies come from the offline demo responder.")
+    print(f"  Try: curl -N -H 'X-Widget-Api-Key: $WIDGET_API_KEY' -H 'Content-Type: application/json' "
+          f"-d '{{\"sessionId\":\"demo\",\"message\":\"Hello\"}}' {base_url}/v1/chat/stream\n", flush=True)
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "wsgi:app", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

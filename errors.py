@@ -1,0 +1,49 @@
+"""Every error leaves the service as JSON `{"error": ...}`: never HTML, never a stack trace."""
+from __future__ import annotations
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+import storage
+
+MESSAGES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    431: "Request headers too large",
+}
+
+
+def json_error(status: int, message: str, details=None, headers=None):
+    """A JSON error response."""
+    body = {"error": message}
+    if details is not None:
+        body["details"] = details
+    response = jsonify(body)
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register JSON handlers on the app (404 and 405 never reach a blueprint's handlers)."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        message = MESSAGES.get(exc.code, exc.name)
+        response = json_error(exc.code or 500, message)
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(storage.UNAVAILABLE)
+    def storage_unavailable(exc):
+        app.logger.error("Redis unavailable: %s", type(exc).__name__)
+        return json_error(503, "Storage unavailable")
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        app.logger.exception("Unhandled error")
+        return json_error(500, "Internal server error")

@@ -1,0 +1,35 @@
+"""gunicorn settings, read automatically by `gunicorn wsgi:app` (the Procfile's command).
+
+gevent workers hold many streams each: a stream spends nearly all its time waiting on the
+model, and a sync worker would be tied up by a single one.
+"""
+import os
+import sys
+
+from config import ConfigError, load_settings
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
+# gevent workers keep answering the master's heartbeat while streams run, so this only catches
+# a stuck worker; it does not cut long streams.
+timeout = 30
+graceful_timeout = 25  # Heroku sends SIGKILL 30 s after SIGTERM
+keepalive = 5
+accesslog = "-"
+# The access log must not carry keys: no query strings (a key may be put there by mistake).
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+
+
+def on_starting(server):
+    """Validate the configuration once, and start the embedded Redis that workers will share."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(1)
+    if settings.redis_url is None:
+        import embedded_redis
+
+        embedded_redis.ensure_running(settings.data_dir)

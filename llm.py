@@ -1,0 +1,216 @@
+"""The model: an OpenAI-compatible chat-completions client over `requests`, and the offline
+demo responder used in development when no OPENAI_API_KEY is set.
+
+Both offer `complete(messages) -> str` and `stream(messages) -> ReplyStream`. A ReplyStream is
+iterated for text deltas and must be closed (it is a context manager); closing it releases the
+upstream connection at once, which stops generation the client no longer waits for.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import threading
+import time
+from typing import Iterator
+
+import requests
+import urllib3
+
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+class UpstreamError(Exception):
+    """The model upstream failed; the message is safe to show to clients."""
+
+    status_code = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with a non-2xx status."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream answered with something that is not the chat-completions protocol."""
+
+
+class ReplyStream:
+    """Text deltas of one streamed completion; iterate once, then close."""
+
+    def __init__(self, deltas: Iterator[str], close=lambda: None):
+        self._deltas = deltas
+        self._close = close
+
+    def __iter__(self) -> Iterator[str]:
+        return self._deltas
+
+    def with_heartbeats(self, idle_seconds: float) -> Iterator[str | None]:
+        """The deltas, with a None after every idle_seconds of upstream silence.
+
+        The upstream is read on a helper thread (a greenlet under gevent) so that silence can be
+        noticed while a read is pending; closing the stream ends that thread's read.
+        """
+        events: queue.Queue = queue.Queue()
+
+        def read_upstream():
+            try:
+                for delta in self._deltas:
+                    events.put((True, delta))
+                events.put((False, None))
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                events.put((False, exc))
+
+        threading.Thread(target=read_upstream, daemon=True, name="upstream-reader").start()
+        while True:
+            try:
+                is_delta, value = events.get(timeout=idle_seconds)
+            except queue.Empty:
+                yield None
+                continue
+            if is_delta:
+                yield value
+            elif value is None:
+                return
+            else:
+                raise value
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class OpenAIClient:
+    """Chat completions against any OpenAI-compatible server."""
+
+    def __init__(self, base_url, api_key, model, timeout_seconds, max_output_tokens=None):
+        self.url = f"{base_url}/chat/completions"
+        self.model = model
+        self.max_output_tokens = max_output_tokens
+        # The read timeout bounds the silence between bytes, not the whole reply.
+        self.timeout = (CONNECT_TIMEOUT_SECONDS, timeout_seconds)
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {api_key}"
+
+    def _post(self, messages, stream: bool) -> requests.Response:
+        body = {"model": self.model, "messages": messages, "stream": stream}
+        if self.max_output_tokens:
+            body["max_tokens"] = self.max_output_tokens
+        try:
+            response = self.session.post(self.url, json=body, stream=stream, timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise UpstreamTimeout("The model did not answer in time") from exc
+        except requests.RequestException as exc:
+            raise UpstreamError("The model could not be reached") from exc
+        if response.status_code != 200:
+            response.close()
+            raise UpstreamStatusError(f"The model answered with HTTP {response.status_code}")
+        return response
+
+    def complete(self, messages: list[dict]) -> str:
+        """The whole reply of a non-streamed completion."""
+        response = self._post(messages, stream=False)
+        try:
+            content = response.json()["choices"][0]["message"]["content"]
+        except requests.RequestException as exc:
+            raise _as_upstream_error(exc) from exc
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise UpstreamProtocolError("The model sent an unreadable reply") from exc
+        return content if isinstance(content, str) else ""
+
+    def stream(self, messages: list[dict]) -> ReplyStream:
+        """Connect and return the deltas of a streamed completion (SSE `data:` lines)."""
+        response = self._post(messages, stream=True)
+        return ReplyStream(_sse_deltas(response), lambda: _hang_up(response))
+
+
+def _hang_up(response: requests.Response) -> None:
+    """Close the upstream connection now, even while another thread is blocked reading it.
+
+    A plain close() does not wake a thread blocked in recv(), and the socket stays open until it
+    returns; shutdown() ends the read and sends the FIN at once.
+    """
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by the peer
+    response.close()
+
+
+def _as_upstream_error(exc: requests.RequestException) -> UpstreamError:
+    # requests reports a read timeout while streaming as ConnectionError(ReadTimeoutError).
+    cause = exc.args[0] if exc.args else None
+    if isinstance(exc, requests.Timeout) or isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+        return UpstreamTimeout("The model stopped answering")
+    return UpstreamError("The connection to the model failed")
+
+
+def _sse_deltas(response: requests.Response) -> Iterator[str]:
+    """Text deltas from an SSE chat-completions stream; it must end with `data: [DONE]`."""
+    try:
+        for line in response.iter_lines(decode_unicode=False):
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments, event names
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return
+            try:
+                chunk = json.loads(data)
+            except ValueError as exc:
+                raise UpstreamProtocolError("The model sent a malformed stream line") from exc
+            if not isinstance(chunk, dict):
+                raise UpstreamProtocolError("The model sent a malformed stream line")
+            if chunk.get("error"):
+                raise UpstreamError("The model reported an error")
+            delta = _delta_text(chunk)
+            if delta:
+                yield delta
+    except requests.RequestException as exc:
+        raise _as_upstream_error(exc) from exc
+    raise UpstreamProtocolError("The model stream ended before [DONE]")
+
+
+def _delta_text(chunk: dict) -> str:
+    try:
+        content = chunk["choices"][0]["delta"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""  # role-only, usage-only and other content-free chunks
+    return content if isinstance(content, str) else ""
+
+
+class DemoResponder:
+    """Offline stand-in for the model: a labelled canned answer, streamed word by word."""
+
+    def __init__(self, delay_seconds: float = 0.04):
+        self.delay_seconds = delay_seconds
+
+    def reply_text(self, messages: list[dict]) -> str:
+        question = messages[-1]["content"] if messages else ""
+        return (
+            "[Demo mode: no OPENAI_API_KEY is set, so this is a canned answer, not a model.] "
+            f'You said: "{question[:200]}". Set OPENAI_API_KEY (and OPENAI_BASE_URL for any '
+            "OpenAI-compatible server) to get real replies."
+        )
+
+    def complete(self, messages: list[dict]) -> str:
+        return self.reply_text(messages)
+
+    def stream(self, messages: list[dict]) -> ReplyStream:
+        words = self.reply_text(messages).split(" ")
+
+        def deltas():
+            for i, word in enumerate(words):
+                time.sleep(self.delay_seconds)
+                yield word if i == 0 else " " + word
+
+        return ReplyStream(deltas())

@@ -1,0 +1,209 @@
+"""Shared fixtures: a real Redis server, the fake model upstream, the app and a gunicorn runner."""
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+import embedded_redis
+from app import create_app
+from tests.fake_upstream import FakeUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WIDGET_KEY = "widget-key-0123456789abcdef"
+WIDGET_KEY_2 = "widget-key-rotated-9876543210"
+ADMIN_KEY = "admin-key-0123456789abcdefgh"
+ADMIN_KEY_2 = "admin-key-rotated-9876543210xy"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout=15.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+class RedisServer:
+    """A redis-server process of our own on a free loopback port."""
+
+    def __init__(self, directory: Path, *extra: str):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
+        self.extra = extra
+        self.process = None
+        self.start()
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [embedded_redis.server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--dir", str(self.directory), *self.extra],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        assert wait_until(lambda: _pings(client)), "test Redis did not start"
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+
+def _pings(client) -> bool:
+    try:
+        return client.ping()
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client of the test Redis, emptied before each test."""
+    client = redis_server.client()
+    client.flushall()
+    return client
+
+
+@pytest.fixture(scope="session")
+def upstream_server():
+    server = FakeUpstream()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def upstream(upstream_server):
+    upstream_server.reset()
+    yield upstream_server
+    upstream_server.release.set()
+
+
+@pytest.fixture
+def base_env(redis_server, redis_client, upstream, tmp_path):
+    """Environment of a correctly configured production deployment for tests."""
+    return {
+        "APP_ENV": "production",
+        "WIDGET_API_KEY": WIDGET_KEY,
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "REDIS_URL": redis_server.url,
+        "OPENAI_API_KEY": "sk-test-upstream-key",
+        "OPENAI_BASE_URL": upstream.url,
+        "CORS_ORIGIN": "https://allowed.example",
+        "RATE_LIMIT_MAX_REQUESTS": "1000",
+        "DATA_DIR": str(tmp_path / "data"),
+    }
+
+
+@pytest.fixture
+def make_app(base_env):
+    """Build an app with base_env plus overrides (None removes a variable)."""
+
+    def build(**overrides):
+        env = {**base_env, **overrides}
+        return create_app({k: v for k, v in env.items() if v is not None} | _unset(overrides))
+
+    return build
+
+
+def _unset(overrides):
+    # create_app merges over os.environ; an empty string reads as unset.
+    return {k: "" for k, v in overrides.items() if v is None}
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def chat_headers(key=WIDGET_KEY, **extra):
+    return {"X-Widget-Api-Key": key, **extra}
+
+
+def admin_headers(key=ADMIN_KEY):
+    return {"X-Admin-Api-Key": key}
+
+
+class Gunicorn:
+    """`gunicorn wsgi:app` started exactly as the Procfile says, on a free port."""
+
+    def __init__(self, env: dict, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = (ROOT / "Procfile").read_text().split("web:", 1)[1].strip()
+        self.log = open(log_path, "wb")
+        full_env = {**os.environ, **env, "PORT": str(self.port)}
+        full_env["PATH"] = f"{Path(sys.executable).parent}:{full_env.get('PATH', '')}"
+        self.process = subprocess.Popen(
+            shlex.split(command), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        self.log_path = log_path
+
+    def wait_ready(self, timeout=30):
+        def up():
+            try:
+                return requests.get(self.url + "/health", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        assert wait_until(up, timeout), f"gunicorn did not start:\n{self.output()}"
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def start_gunicorn(base_env, tmp_path):
+    """Start gunicorn with base_env plus overrides; stopped after the test."""
+    started = []
+
+    def start(wait=True, **overrides):
+        env = {**base_env, "WEB_CONCURRENCY": "3", **overrides}
+        server = Gunicorn({k: v for k, v in env.items() if v is not None}, tmp_path / f"gunicorn-{len(started)}.log")
+        started.append(server)
+        return server.wait_ready() if wait else server
+
+    yield start
+    for server in started:
+        server.stop()

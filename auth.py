@@ -10,7 +10,7 @@ import math
 
 from flask import current_app, request
 
-from errors import json_error as error
+from errors import json_error
 
 
 def _digest(key: str) -> bytes:
@@ -70,7 +70,7 @@ def _unauthorized(presented: str | None):
         "401 %s %s from %s key=%s",
         request.method, request.path, client_ip(), fingerprint(presented),
     )
-    return error(401, "Unauthorized")
+    return json_error(401, "Unauthorized")
 
 
 def rate_limited():
@@ -80,7 +80,8 @@ def rate_limited():
         client_ip(), settings.rate_limit_window_ms
     )
     if count > settings.rate_limit_max_requests:
-        return error(429, "Too many requests", **{"Retry-After": str(max(1, math.ceil(reset_ms / 1000)))})
+        retry_after = max(1, math.ceil(reset_ms / 1000))
+        return json_error(429, "Too many requests", headers={"Retry-After": str(retry_after)})
     return None
 
 
@@ -99,7 +100,7 @@ def admin_guard():
     """503 when no admin key is configured, else the admin key."""
     keys = current_app.extensions["admin_keys"]
     if not keys:
-        return error(503, "ADMIN_API_KEY is not configured on this deployment")
+        return json_error(503, "ADMIN_API_KEY is not configured on this deployment")
     presented = presented_key(("X-Admin-Api-Key",))
     if not keys.accepts(presented):
         return _unauthorized(presented)

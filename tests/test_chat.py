@@ -1,0 +1,251 @@
+"""Chat routes: validation, storage of each turn, the prompt sent upstream, the NDJSON stream."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from tests.conftest import chat_headers
+
+STREAM_ROUTES = ["/v1/chat/stream", "/chat"]
+
+
+def events(response) -> list[dict]:
+    return [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+
+
+def post_chat(client, path="/v1/chat", session="s-1", message="Hi", **kwargs):
+    return client.post(path, json={"sessionId": session, "message": message}, headers=chat_headers(), **kwargs)
+
+
+def stored_messages(app, session="s-1"):
+    turns = app.extensions["storage"]
+    summary, messages = turns.get_conversation(turns.conversation_for_session(session))
+    return summary, messages
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"message": "hi"}, "sessionId"),
+    ({"sessionId": "", "message": "hi"}, "sessionId"),
+    ({"sessionId": "x" * 129, "message": "hi"}, "sessionId"),
+    ({"sessionId": "bad id", "message": "hi"}, "sessionId"),
+    ({"sessionId": "a{b}", "message": "hi"}, "sessionId"),
+    ({"sessionId": 5, "message": "hi"}, "sessionId"),
+    ({"sessionId": "s"}, "message"),
+    ({"sessionId": "s", "message": ""}, "message"),
+    ({"sessionId": "s", "message": "   \n\t"}, "message"),
+    ({"sessionId": "s", "message": "x" * 4001}, "message"),
+    ({"sessionId": "s", "message": ["hi"]}, "message"),
+])
+@pytest.mark.parametrize("path", ["/v1/chat", *STREAM_ROUTES])
+def test_invalid_chat_body_is_400_naming_the_field_and_stores_nothing(client, redis_client, upstream, path, body, field):
+    response = client.post(path, json=body, headers=chat_headers())
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "Invalid request body"
+    assert field in response.get_json()["details"]
+    assert redis_client.keys("*") == [] or all("ratelimit" in k for k in redis_client.keys("*"))
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("data, content_type", [
+    (b"not json", "application/json"),
+    (b"[1, 2]", "application/json"),
+    (b"null", "application/json"),
+    (b"sessionId=s&message=hi", "application/x-www-form-urlencoded"),
+    (b"\xff\xfe{", "application/json"),
+])
+def test_non_json_body_is_400(client, upstream, data, content_type):
+    response = client.post("/v1/chat", data=data, headers=chat_headers(**{"Content-Type": content_type}))
+    assert response.status_code == 400
+    assert response.get_json()["details"] == {"body": "must be a JSON object"}
+    assert upstream.requests == []
+
+
+def test_body_over_2_mb_is_413(client, upstream):
+    body = json.dumps({"sessionId": "s", "message": "x", "pad": "y" * (2 * 1024 * 1024)})
+    response = client.post("/v1/chat", data=body, headers=chat_headers(**{"Content-Type": "application/json"}))
+    assert response.status_code == 413
+    assert response.get_json() == {"error": "Request body too large"}
+    assert upstream.requests == []
+
+
+def test_message_of_exactly_4000_characters_is_accepted(client):
+    assert post_chat(client, message="x" * 4000).status_code == 200
+
+
+def test_unknown_fields_are_ignored(client):
+    response = client.post("/v1/chat", json={"sessionId": "s", "message": "hi", "extra": {"a": 1}}, headers=chat_headers())
+    assert response.status_code == 200
+
+
+def test_chat_reply_is_returned_and_both_messages_stored(app, client, upstream):
+    upstream.reply = "  The answer.  "
+    response = post_chat(client, message="  Question?  ")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["message"] == "The answer."
+    summary, messages = stored_messages(app)
+    assert body["conversationId"] == summary["_id"]
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "Question?"), ("assistant", "The answer.")]
+    assert summary["messageCount"] == 2
+    assert summary["lastMessage"] == "The answer."
+    assert summary["_creationTime"] == summary["createdAt"] <= summary["updatedAt"]
+    assert all(isinstance(m["createdAt"], int) for m in messages)
+
+
+def test_one_conversation_per_session_across_turns(app, client):
+    first = post_chat(client).get_json()["conversationId"]
+    second = post_chat(client).get_json()["conversationId"]
+    other = post_chat(client, session="s-2").get_json()["conversationId"]
+    assert first == second != other
+
+
+def test_simultaneous_first_requests_of_a_session_share_one_conversation(app, upstream):
+    upstream.token_delay = 0.01
+    ids, errors = [], []
+
+    def first_message(i):
+        try:
+            response = post_chat(app.test_client(), session="race", message=f"m{i}")
+            ids.append(response.get_json()["conversationId"])
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_message, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(ids) == 12 and len(set(ids)) == 1
+    summary, messages = stored_messages(app, "race")
+    assert summary["messageCount"] == len(messages) == 24
+    assert app.extensions["storage"].list_conversations(10).total == 1
+
+
+def test_model_gets_system_prompt_then_history_newest_last(make_app, upstream):
+    app = make_app(SYSTEM_PROMPT="Be brief.", MAX_HISTORY_MESSAGES="3", OPENAI_MODEL="model-x")
+    client = app.test_client()
+    for text in ["one", "two", "three"]:
+        upstream.reply = f"re {text}"
+        post_chat(client, message=text)
+    sent = upstream.requests[-1]
+    assert sent["model"] == "model-x"
+    assert sent["_authorization"] == "Bearer sk-test-upstream-key"
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "two"},
+        {"role": "assistant", "content": "re two"},
+        {"role": "user", "content": "three"},
+    ]
+
+
+def test_default_system_prompt_and_no_max_tokens_unless_configured(client, make_app, upstream):
+    post_chat(client)
+    assert upstream.requests[-1]["messages"][0] == {
+        "role": "system",
+        "content": "You are a concise and helpful AI assistant embedded in a support chat widget.",
+    }
+    assert "max_tokens" not in upstream.requests[-1]
+    post_chat(make_app(MAX_OUTPUT_TOKENS="77").test_client())
+    assert upstream.requests[-1]["max_tokens"] == 77
+
+
+def test_empty_reply_becomes_the_fallback_message_and_is_stored(app, client, upstream):
+    upstream.reply = "   "
+    assert post_chat(client).get_json()["message"] == "I could not generate a response right now."
+    assert stored_messages(app)[1][-1]["content"] == "I could not generate a response right now."
+
+
+@pytest.mark.parametrize("status", [500, 429, 401])
+def test_upstream_error_status_is_502_and_user_message_kept(app, client, upstream, status):
+    upstream.fault, upstream.status = "status", status
+    response = post_chat(client, message="keep me")
+    assert response.status_code == 502
+    assert "error" in response.get_json()
+    assert [(m["role"], m["content"]) for m in stored_messages(app)[1]] == [("user", "keep me")]
+
+
+def test_upstream_timeout_is_504_and_user_message_kept(make_app, upstream):
+    app = make_app(LLM_TIMEOUT_SECONDS="0.5")
+    upstream.fault = "hang"
+    response = post_chat(app.test_client(), message="keep me")
+    assert response.status_code == 504
+    assert [m["content"] for m in stored_messages(app)[1]] == ["keep me"]
+
+
+def test_unreachable_upstream_is_502(make_app):
+    from tests.conftest import free_port
+
+    app = make_app(OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1")
+    assert post_chat(app.test_client()).status_code == 502
+
+
+@pytest.mark.parametrize("path", STREAM_ROUTES)
+def test_stream_sends_start_tokens_done_and_stores_the_reply(app, client, upstream, path):
+    upstream.reply = "Hello there friend "
+    response = post_chat(client, path=path)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/x-ndjson; charset=utf-8"
+    assert response.headers["Cache-Control"] == "no-store, no-transform"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    lines = events(response)
+    conversation_id = stored_messages(app)[0]["_id"]
+    assert lines[0] == {"type": "start", "conversationId": conversation_id}
+    assert [e["token"] for e in lines[1:-1]] == ["Hello", " there", " friend", " "]  # untrimmed
+    assert lines[-1] == {"type": "done", "message": "Hello there friend", "conversationId": conversation_id}
+    assert stored_messages(app)[1][-1]["content"] == "Hello there friend"
+
+
+@pytest.mark.parametrize("fault", ["status", "cut", "no_done", "malformed"])
+def test_stream_upstream_failure_ends_with_error_line_and_keeps_user_message(app, client, upstream, fault):
+    upstream.fault = fault
+    upstream.reply = "one two three four"
+    lines = events(post_chat(client, path="/v1/chat/stream", message="keep me"))
+    assert lines[0]["type"] == "start"
+    assert lines[-1]["type"] == "error" and lines[-1]["error"]
+    assert all(e["type"] == "token" for e in lines[1:-1])
+    messages = stored_messages(app)[1]
+    assert messages[0]["content"] == "keep me"
+    partial = "".join(e["token"] for e in lines[1:-1]).strip()
+    if partial:  # what did arrive is kept, marked as unfinished
+        assert messages[1:] == [dict(messages[1], role="assistant", content=partial, interrupted=True)]
+    else:
+        assert len(messages) == 1
+
+
+def test_stream_silence_beyond_timeout_ends_with_error_line(make_app, upstream):
+    app = make_app(LLM_TIMEOUT_SECONDS="0.5")
+    upstream.fault = "hang"
+    lines = events(post_chat(app.test_client(), path="/v1/chat/stream"))
+    assert [e["type"] for e in lines] == ["start", "error"]
+
+
+def test_stream_sends_pings_during_upstream_silence(make_app, upstream):
+    app = make_app(STREAM_HEARTBEAT_SECONDS="0.1")
+    upstream.reply = "slow reply"
+    upstream.token_delay = 0.35
+    lines = events(post_chat(app.test_client(), path="/v1/chat/stream"))
+    kinds = [e["type"] for e in lines]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("ping") >= 2
+    assert lines[-1]["message"] == "slow reply"
+
+
+def test_client_leaving_mid_stream_closes_upstream_and_stores_partial_as_interrupted(app, upstream):
+    upstream.reply = " ".join(f"w{i}" for i in range(200))
+    upstream.token_delay = 0.02
+    response = post_chat(app.test_client(), path="/v1/chat/stream", buffered=False)
+    chunks = iter(response.response)
+    received = [json.loads(next(chunks)) for _ in range(4)]  # start + 3 tokens
+    response.close()  # the client goes away
+    assert [e["type"] for e in received] == ["start", "token", "token", "token"]
+    from tests.conftest import wait_until
+
+    assert wait_until(lambda: upstream.hangups, timeout=3), "upstream connection was not closed"
+    assert upstream.finished_streams == 0
+    messages = stored_messages(app)[1]
+    assert messages[-1]["role"] == "assistant" and messages[-1]["interrupted"] is True
+    assert messages[-1]["content"].startswith("w0 w1 w2")
+    assert len(messages[-1]["content"].split()) < 200

@@ -1,0 +1,94 @@
+"""Start-up validation: every bad variable named at once, no key ever printed."""
+from __future__ import annotations
+
+import pytest
+
+from config import ConfigError, load_settings
+from tests.conftest import ADMIN_KEY, WIDGET_KEY
+
+GOOD = {"WIDGET_API_KEY": WIDGET_KEY, "ADMIN_API_KEY": ADMIN_KEY, "OPENAI_API_KEY": "sk-test"}
+SHORT_KEY = "short-secret-key-23chars"[:23]
+
+
+def problems(env: dict) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    return str(caught.value)
+
+
+def test_defaults_of_a_minimal_production_configuration():
+    settings = load_settings(GOOD)
+    assert settings.production and not settings.demo_mode
+    assert settings.redis_url is None and settings.redis_prefix == "ocw"
+    assert settings.openai_base_url == "https://api.openai.com/v1"
+    assert settings.openai_model == "gpt-4.1-mini"
+    assert settings.max_history_messages == 30 and settings.max_output_tokens is None
+    assert settings.llm_timeout_seconds == 60 and settings.heartbeat_seconds == 15
+    assert (settings.rate_limit_window_ms, settings.rate_limit_max_requests) == (60000, 30)
+    assert settings.trusted_proxy_count == 0 and settings.cors_origins == ()
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({**GOOD, "WIDGET_API_KEY": ""}, "WIDGET_API_KEY is required"),
+    ({**GOOD, "WIDGET_API_KEY": SHORT_KEY}, "WIDGET_API_KEY: every key must be at least 24"),
+    ({**GOOD, "WIDGET_API_KEY": f"{WIDGET_KEY},{SHORT_KEY}"}, "WIDGET_API_KEY: every key must be at least 24"),
+    ({**GOOD, "ADMIN_API_KEY": SHORT_KEY}, "ADMIN_API_KEY: every key must be at least 24"),
+    ({**GOOD, "ADMIN_API_KEY": WIDGET_KEY}, "WIDGET_API_KEY and ADMIN_API_KEY must not share a key"),
+    ({**GOOD, "ADMIN_API_KEY": f"{ADMIN_KEY},{WIDGET_KEY}"}, "must not share a key"),
+    ({**GOOD, "CORS_ORIGIN": "*"}, "CORS_ORIGIN='*' is only allowed when APP_ENV=development"),
+    ({**GOOD, "CORS_ORIGIN": "example.com"}, "CORS_ORIGIN entries"),
+    ({**GOOD, "OPENAI_API_KEY": ""}, "OPENAI_API_KEY is required in production"),
+    ({**GOOD, "APP_ENV": "staging"}, "APP_ENV must be"),
+    ({**GOOD, "REDIS_URL": "http://redis"}, "REDIS_URL must start with"),
+    ({**GOOD, "REDIS_TLS_VERIFY": "maybe"}, "REDIS_TLS_VERIFY"),
+    ({**GOOD, "REDIS_PREFIX": "a{b}"}, "REDIS_PREFIX"),
+    ({**GOOD, "MAX_HISTORY_MESSAGES": "lots"}, "MAX_HISTORY_MESSAGES must be a number"),
+    ({**GOOD, "MAX_HISTORY_MESSAGES": "0"}, "MAX_HISTORY_MESSAGES must be between"),
+    ({**GOOD, "RATE_LIMIT_MAX_REQUESTS": "-1"}, "RATE_LIMIT_MAX_REQUESTS must be at least 1"),
+    ({**GOOD, "LLM_TIMEOUT_SECONDS": "soon"}, "LLM_TIMEOUT_SECONDS must be a number"),
+    ({**GOOD, "TRUSTED_PROXY_COUNT": "x"}, "TRUSTED_PROXY_COUNT"),
+])
+def test_bad_configuration_is_refused_naming_the_variable_without_the_key(env, variable):
+    message = problems(env)
+    assert variable in message
+    for value in env.values():
+        for key in value.split(","):
+            if len(key) >= 20:
+                assert key not in message
+
+
+def test_every_bad_variable_is_named_at_once():
+    message = problems({"WIDGET_API_KEY": SHORT_KEY, "CORS_ORIGIN": "*", "RATE_LIMIT_WINDOW_MS": "x"})
+    for variable in ("WIDGET_API_KEY", "OPENAI_API_KEY", "CORS_ORIGIN", "RATE_LIMIT_WINDOW_MS"):
+        assert variable in message
+    assert SHORT_KEY not in message
+
+
+def test_development_allows_wildcard_origin_and_demo_responder():
+    settings = load_settings({"APP_ENV": "development", "WIDGET_API_KEY": WIDGET_KEY, "CORS_ORIGIN": "*"})
+    assert settings.demo_mode and settings.cors_origins == ("*",)
+
+
+def test_production_never_uses_the_demo_responder():
+    assert not load_settings(GOOD).demo_mode
+
+
+def test_keys_are_split_on_commas_and_trimmed():
+    settings = load_settings({**GOOD, "WIDGET_API_KEY": f" {WIDGET_KEY} , ,{WIDGET_KEY}x "})
+    assert settings.widget_keys == (WIDGET_KEY, WIDGET_KEY + "x")
+
+
+def test_gunicorn_refuses_to_start_with_bad_configuration_and_never_prints_the_key(start_gunicorn):
+    server = start_gunicorn(wait=False, WIDGET_API_KEY=SHORT_KEY, ADMIN_API_KEY="other-short-admin-key", CORS_ORIGIN="*")
+    assert server.process.wait(timeout=60) != 0
+    output = server.output()
+    assert "WIDGET_API_KEY" in output and "ADMIN_API_KEY" in output and "CORS_ORIGIN" in output
+    assert SHORT_KEY not in output and "other-short-admin-key" not in output
+    assert "Traceback" not in output
+
+
+def test_gunicorn_refuses_the_same_key_in_both_roles(start_gunicorn):
+    server = start_gunicorn(wait=False, ADMIN_API_KEY=WIDGET_KEY)
+    assert server.process.wait(timeout=60) != 0
+    assert "must not share a key" in server.output()
+    assert WIDGET_KEY not in server.output()

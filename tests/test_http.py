@@ -1,0 +1,162 @@
+"""Cross-cutting HTTP behaviour: CORS, security headers, JSON errors, health and readiness."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ADMIN_KEY, chat_headers, free_port
+
+ALLOWED = "https://allowed.example"
+FOREIGN = "https://evil.example"
+BODY = {"sessionId": "cors", "message": "hello"}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type, x-widget-api-key"}
+
+
+@pytest.mark.parametrize("path", ["/v1/chat", "/v1/chat/stream", "/chat", "/v1/admin/conversations"])
+def test_preflight_needs_no_key_and_allows_the_configured_origin(client, path):
+    response = client.options(path, headers={"Origin": ALLOWED, **PREFLIGHT})
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert "Origin" in response.headers["Vary"]
+    assert set(response.headers["Access-Control-Allow-Methods"].split(", ")) == {"GET", "POST", "DELETE", "OPTIONS"}
+    allowed_headers = response.headers["Access-Control-Allow-Headers"].split(", ")
+    assert set(allowed_headers) == {"Content-Type", "X-Api-Key", "X-Widget-Api-Key", "X-Admin-Api-Key", "Authorization"}
+
+
+def test_preflight_is_not_rate_limited(make_app):
+    client = make_app(RATE_LIMIT_MAX_REQUESTS="1").test_client()
+    for _ in range(5):
+        assert client.options("/v1/chat", headers={"Origin": ALLOWED, **PREFLIGHT}).status_code == 204
+
+
+def test_preflight_from_a_foreign_origin_gets_no_cors_headers(client):
+    response = client.options("/v1/chat", headers={"Origin": FOREIGN, **PREFLIGHT})
+    assert response.status_code == 204
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_allowed_origin_gets_cors_headers_on_the_actual_request(client):
+    response = client.post("/v1/chat", json=BODY, headers=chat_headers(Origin=ALLOWED))
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert "Origin" in response.headers["Vary"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat", "/v1/chat/stream", "/chat"])
+def test_post_from_a_foreign_origin_is_403_and_never_reaches_the_model(client, upstream, redis_client, path):
+    response = client.post(path, json=BODY, headers=chat_headers(Origin=FOREIGN))
+    assert response.status_code == 403
+    assert response.get_json() == {"error": "Origin not allowed"}
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert upstream.requests == []
+    assert redis_client.keys("*") == []
+
+
+def test_delete_from_a_foreign_origin_is_403(client):
+    response = client.delete("/v1/admin/conversations/x", headers={"Origin": FOREIGN, "X-Admin-Api-Key": ADMIN_KEY})
+    assert response.status_code == 403
+
+
+def test_get_from_a_foreign_origin_gets_no_cors_headers_and_no_500(client):
+    response = client.get("/health", headers={"Origin": FOREIGN})
+    assert response.status_code == 200
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_requests_without_origin_and_from_own_origin_pass(client):
+    assert client.post("/v1/chat", json=BODY, headers=chat_headers()).status_code == 200
+    own = client.post("/v1/chat", json=BODY, headers=chat_headers(Origin="http://localhost"))
+    assert own.status_code == 200
+
+
+def test_no_cors_origin_configured_refuses_every_foreign_browser_post(make_app, caplog):
+    app = make_app(CORS_ORIGIN=None)
+    assert "CORS_ORIGIN is not set" in caplog.text
+    response = app.test_client().post("/v1/chat", json=BODY, headers=chat_headers(Origin=ALLOWED))
+    assert response.status_code == 403
+
+
+def test_wildcard_origin_in_development_allows_any_origin(make_app):
+    client = make_app(APP_ENV="development", CORS_ORIGIN="*").test_client()
+    response = client.post("/v1/chat", json=BODY, headers=chat_headers(Origin=FOREIGN))
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == FOREIGN
+
+
+def test_several_origins_are_each_allowed(make_app):
+    client = make_app(CORS_ORIGIN=f"{ALLOWED}, https://second.example").test_client()
+    for origin in (ALLOWED, "https://second.example"):
+        assert client.post("/v1/chat", json=BODY, headers=chat_headers(Origin=origin)).status_code == 200
+    assert client.post("/v1/chat", json=BODY, headers=chat_headers(Origin="https://allowed.example.evil")).status_code == 403
+
+
+@pytest.mark.parametrize("method, path, headers", [
+    ("GET", "/health", {}),
+    ("GET", "/nope", {}),
+    ("POST", "/v1/chat", {}),
+    ("POST", "/v1/chat", {"X-Api-Key": "widget-key-0123456789abcdef"}),
+    ("GET", "/v1/admin/conversations", {"X-Admin-Api-Key": ADMIN_KEY}),
+    ("OPTIONS", "/v1/chat", {"Origin": ALLOWED}),
+])
+def test_every_response_carries_security_headers_and_hsts_in_production(client, method, path, headers):
+    kwargs = {"json": BODY} if method == "POST" else {}
+    response = client.open(path, method=method, headers=headers, **kwargs)
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers[name] == value
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+def test_no_hsts_in_development(make_app):
+    response = make_app(APP_ENV="development").test_client().get("/health")
+    assert "Strict-Transport-Security" not in response.headers
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "/does-not-exist", 404),
+    ("POST", "/v1/nothing", 404),
+    ("GET", "/v1/chat", 405),
+    ("PUT", "/v1/chat/stream", 405),
+    ("DELETE", "/health", 405),
+    ("PATCH", "/v1/admin/conversations", 405),
+    ("GET", "/widget/chat-widget.js/../app.py", 404),
+])
+def test_unknown_routes_and_methods_answer_json_not_html(client, method, path, status):
+    response = client.open(path, method=method)
+    assert response.status_code == status
+    assert response.is_json
+    assert set(response.get_json()) == {"error"}
+    assert b"<html" not in response.data.lower()
+
+
+def test_health_never_touches_redis(make_app):
+    client = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_ready_reports_redis(client):
+    assert client.get("/ready").get_json() == {"status": "ok"}
+
+
+def test_ready_and_routes_answer_503_json_when_redis_is_unreachable(make_app):
+    client = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.get_json() == {"status": "unavailable"}
+    chat = client.post("/v1/chat", json=BODY, headers=chat_headers())
+    assert chat.status_code == 503 and chat.get_json() == {"error": "Storage unavailable"}
+    admin = client.get("/v1/admin/conversations", headers={"X-Admin-Api-Key": ADMIN_KEY})
+    assert admin.status_code == 503 and admin.get_json() == {"error": "Storage unavailable"}
+
+
+def test_widget_route_is_wired_and_answers_json_404_until_the_widget_exists(client):
+    response = client.get("/widget/chat-widget.js")
+    assert response.status_code == 404
+    assert response.get_json() == {"error": "Not found"}

@@ -1,0 +1,93 @@
+"""The upstream client against a real HTTP server speaking the chat-completions protocol."""
+from __future__ import annotations
+
+import pytest
+
+from llm import DemoResponder, OpenAIClient, UpstreamError, UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
+
+PROMPT = [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def model(upstream):
+    return OpenAIClient(upstream.url, "sk-test", "m", timeout_seconds=1.0)
+
+
+def test_stream_yields_each_delta_untrimmed(model, upstream):
+    upstream.reply = "a b  c"
+    with model.stream(PROMPT) as reply:
+        assert list(reply) == ["a", " b", " ", " c"]
+    assert upstream.requests[-1]["stream"] is True
+
+
+def test_complete_returns_the_message_content(model, upstream):
+    upstream.reply = "whole answer"
+    assert model.complete(PROMPT) == "whole answer"
+    assert upstream.requests[-1]["stream"] is False
+
+
+@pytest.mark.parametrize("fault, error", [
+    ("cut", UpstreamProtocolError),
+    ("no_done", UpstreamProtocolError),
+    ("malformed", UpstreamProtocolError),
+])
+def test_broken_streams_raise_protocol_errors(model, upstream, fault, error):
+    upstream.fault = fault
+    upstream.reply = "one two three"
+    with pytest.raises(error), model.stream(PROMPT) as reply:
+        list(reply)
+
+
+@pytest.mark.parametrize("status", [400, 429, 500, 503])
+def test_non_200_status_raises_before_streaming(model, upstream, status):
+    upstream.fault, upstream.status = "status", status
+    with pytest.raises(UpstreamStatusError, match=str(status)):
+        model.stream(PROMPT)
+    with pytest.raises(UpstreamStatusError):
+        model.complete(PROMPT)
+
+
+def test_silence_beyond_the_timeout_raises_upstream_timeout(model, upstream):
+    upstream.fault = "hang"
+    with pytest.raises(UpstreamTimeout):
+        model.complete(PROMPT)
+    with pytest.raises(UpstreamTimeout):
+        model.stream(PROMPT)
+
+
+def test_slow_drip_within_the_timeout_is_not_a_timeout(model, upstream):
+    upstream.reply = "a b c d"
+    upstream.token_delay = 0.3  # longer in total than nothing, each gap below the 1 s timeout
+    with model.stream(PROMPT) as reply:
+        assert "".join(reply) == "a b c d"
+
+
+def test_heartbeats_mark_silence_between_deltas(model, upstream):
+    upstream.reply = "a b"
+    upstream.token_delay = 0.25
+    with model.stream(PROMPT) as reply:
+        items = list(reply.with_heartbeats(0.1))
+    assert [i for i in items if i is not None] == ["a", " b"]
+    assert items.count(None) >= 2
+
+
+def test_heartbeats_pass_upstream_errors_through(model, upstream):
+    upstream.fault = "no_done"
+    with pytest.raises(UpstreamProtocolError), model.stream(PROMPT) as reply:
+        list(reply.with_heartbeats(0.1))
+
+
+def test_all_upstream_errors_share_one_base_with_a_status():
+    for error in (UpstreamTimeout, UpstreamStatusError, UpstreamProtocolError):
+        assert issubclass(error, UpstreamError)
+    assert UpstreamTimeout.status_code == 504 and UpstreamStatusError.status_code == 502
+
+
+def test_demo_responder_streams_a_labelled_answer_word_by_word():
+    demo = DemoResponder(delay_seconds=0)
+    with demo.stream(PROMPT) as reply:
+        deltas = list(reply)
+    text = "".join(deltas)
+    assert len(deltas) > 5
+    assert text.startswith("[Demo mode") and '"hi"' in text
+    assert demo.complete(PROMPT) == text

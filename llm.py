@@ -39,11 +39,17 @@ class UpstreamProtocolError(UpstreamError):
 
 
 class ReplyStream:
-    """Text deltas of one streamed completion; iterate once, then close."""
+    """Text deltas of one streamed completion; iterate once, then close.
 
-    def __init__(self, deltas: Iterator[str], close=lambda: None):
+    `interrupt` (if given) must wake a read blocked on another thread; the deltas generator
+    releases its own resources when it ends or is closed.
+    """
+
+    def __init__(self, deltas: Iterator[str], interrupt=lambda: None):
         self._deltas = deltas
-        self._close = close
+        self._interrupt = interrupt
+        self._closed = False
+        self._read_elsewhere = False
 
     def __iter__(self) -> Iterator[str]:
         return self._deltas
@@ -52,17 +58,23 @@ class ReplyStream:
         """The deltas, with a None after every idle_seconds of upstream silence.
 
         The upstream is read on a helper thread (a greenlet under gevent) so that silence can be
-        noticed while a read is pending; closing the stream ends that thread's read.
+        noticed while a read is pending. That thread owns the deltas generator from then on:
+        it stops at close() and finishes the generator itself.
         """
         events: queue.Queue = queue.Queue()
+        self._read_elsewhere = True
 
         def read_upstream():
             try:
                 for delta in self._deltas:
+                    if self._closed:
+                        break
                     events.put((True, delta))
                 events.put((False, None))
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 events.put((False, exc))
+            finally:
+                self._deltas.close()
 
         threading.Thread(target=read_upstream, daemon=True, name="upstream-reader").start()
         while True:
@@ -79,7 +91,11 @@ class ReplyStream:
                 raise value
 
     def close(self) -> None:
-        self._close()
+        """Stop reading: the upstream connection is closed at once, not when the reply ends."""
+        self._closed = True
+        self._interrupt()
+        if not self._read_elsewhere:
+            self._deltas.close()
 
     def __enter__(self):
         return self
@@ -106,10 +122,8 @@ class OpenAIClient:
             body["max_tokens"] = self.max_output_tokens
         try:
             response = self.session.post(self.url, json=body, stream=stream, timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise UpstreamTimeout("The model did not answer in time") from exc
         except requests.RequestException as exc:
-            raise UpstreamError("The model could not be reached") from exc
+            raise _as_upstream_error(exc) from exc
         if response.status_code != 200:
             response.close()
             raise UpstreamStatusError(f"The model answered with HTTP {response.status_code}")
@@ -120,8 +134,6 @@ class OpenAIClient:
         response = self._post(messages, stream=False)
         try:
             content = response.json()["choices"][0]["message"]["content"]
-        except requests.RequestException as exc:
-            raise _as_upstream_error(exc) from exc
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise UpstreamProtocolError("The model sent an unreadable reply") from exc
         return content if isinstance(content, str) else ""
@@ -133,32 +145,48 @@ class OpenAIClient:
 
 
 def _hang_up(response: requests.Response) -> None:
-    """Close the upstream connection now, even while another thread is blocked reading it.
+    """End the upstream connection now, even while another thread is blocked reading it.
 
-    A plain close() does not wake a thread blocked in recv(), and the socket stays open until it
-    returns; shutdown() ends the read and sends the FIN at once.
+    close() from here would race with that reader (and does not wake a blocked recv());
+    shutdown() ends the read and sends the FIN at once, and the reader then closes the response.
     """
     sock = getattr(getattr(response.raw, "connection", None), "sock", None)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
-            pass  # already closed by the peer
-    response.close()
+            pass  # already closed
 
 
 def _as_upstream_error(exc: requests.RequestException) -> UpstreamError:
-    # requests reports a read timeout while streaming as ConnectionError(ReadTimeoutError).
+    # requests reports a read timeout in the body as ConnectionError(ReadTimeoutError).
     cause = exc.args[0] if exc.args else None
     if isinstance(exc, requests.Timeout) or isinstance(cause, urllib3.exceptions.ReadTimeoutError):
         return UpstreamTimeout("The model stopped answering")
     return UpstreamError("The connection to the model failed")
 
 
+def _lines(response: requests.Response) -> Iterator[bytes]:
+    """Lines of a streamed body, each as soon as it arrives.
+
+    requests' iter_lines() reads fixed 512-byte blocks, which on an unchunked body holds early
+    tokens back until enough later ones arrive; read1() returns whatever is there.
+    """
+    pending = b""
+    while data := response.raw.read1(8192):
+        *complete, pending = (pending + data).split(b"\n")
+        yield from (line.rstrip(b"\r") for line in complete)
+    if pending:
+        yield pending
+
+
 def _sse_deltas(response: requests.Response) -> Iterator[str]:
-    """Text deltas from an SSE chat-completions stream; it must end with `data: [DONE]`."""
+    """Text deltas from an SSE chat-completions stream; it must end with `data: [DONE]`.
+
+    The response is closed when the generator ends, fails or is closed.
+    """
     try:
-        for line in response.iter_lines(decode_unicode=False):
+        for line in _lines(response):
             if not line.startswith(b"data:"):
                 continue  # blank separators, comments, event names
             data = line[5:].strip()
@@ -175,8 +203,12 @@ def _sse_deltas(response: requests.Response) -> Iterator[str]:
             delta = _delta_text(chunk)
             if delta:
                 yield delta
-    except requests.RequestException as exc:
-        raise _as_upstream_error(exc) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise UpstreamTimeout("The model stopped answering") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise UpstreamError("The connection to the model failed") from exc
+    finally:
+        response.close()
     raise UpstreamProtocolError("The model stream ended before [DONE]")
 
 

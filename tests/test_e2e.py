@@ -1,0 +1,152 @@
+"""End to end: `gunicorn wsgi:app` with the Procfile's settings, several workers, real sockets."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from tests.conftest import ADMIN_KEY, WIDGET_KEY, wait_until
+
+CHAT = {"X-Widget-Api-Key": WIDGET_KEY}
+ADMIN = {"X-Admin-Api-Key": ADMIN_KEY}
+
+
+def open_stream(url, session="e2e", message="hello"):
+    return requests.post(
+        url + "/v1/chat/stream", json={"sessionId": session, "message": message}, headers=CHAT, stream=True, timeout=30
+    )
+
+
+def thread_of(url, session):
+    listing = requests.get(url + "/v1/admin/conversations", headers=ADMIN, timeout=10).json()
+    (summary,) = [c for c in listing["conversations"] if c["sessionId"] == session]
+    return requests.get(url + f"/v1/admin/conversations/{summary['_id']}", headers=ADMIN, timeout=10).json()
+
+
+def test_stream_lines_reach_the_client_while_upstream_is_still_producing(start_gunicorn, upstream):
+    server = start_gunicorn()
+    upstream.reply = "one two three four five six"
+    upstream.token_delay = 0.3
+    with open_stream(server.url) as response:
+        assert response.headers["Content-Type"] == "application/x-ndjson; charset=utf-8"
+        lines = response.iter_lines()
+        assert json.loads(next(lines))["type"] == "start"
+        first_token = json.loads(next(lines))
+        assert first_token == {"type": "token", "token": "one"}
+        assert upstream.finished_streams == 0, "the first token waited for the whole reply"
+        rest = [json.loads(line) for line in lines]
+    assert rest[-1]["type"] == "done" and rest[-1]["message"] == "one two three four five six"
+    assert upstream.finished_streams == 1
+
+
+def test_one_worker_holds_many_streams_at_once(start_gunicorn, upstream):
+    server = start_gunicorn(WEB_CONCURRENCY="1")
+    upstream.reply = "a b c d e"
+    upstream.token_delay = 0.4
+    streams = [open_stream(server.url, session=f"many-{i}") for i in range(20)]
+    try:
+        starts = [json.loads(next(s.iter_lines())) for s in streams]
+        # Every stream has started before any upstream reply finished: they run side by side.
+        assert all(event["type"] == "start" for event in starts)
+        assert upstream.finished_streams == 0
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def test_rate_limit_is_exact_across_workers(start_gunicorn, upstream):
+    server = start_gunicorn(WEB_CONCURRENCY="4", RATE_LIMIT_MAX_REQUESTS="25")
+
+    def one(i):
+        # A fresh connection per request, so the requests spread over the workers.
+        with requests.Session() as session:
+            return session.post(server.url + "/v1/chat", json={"sessionId": f"rl-{i}", "message": "hi"},
+                                headers=CHAT, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(one, range(60)))
+    assert statuses.count(200) == 25
+    assert statuses.count(429) == 35
+
+
+def test_client_disconnect_closes_upstream_and_stores_partial_reply_as_interrupted(start_gunicorn, upstream):
+    server = start_gunicorn()
+    upstream.reply = " ".join(f"w{i}" for i in range(300))
+    upstream.token_delay = 0.03
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"sessionId": "leaver", "message": "tell me everything"})
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        f"POST /v1/chat/stream HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"X-Widget-Api-Key: {WIDGET_KEY}\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+    )
+    received = b""
+    while received.count(b'"type": "token"') < 3:
+        received += sock.recv(4096)
+    sock.close()  # the visitor closes the tab
+
+    assert wait_until(lambda: upstream.hangups, timeout=5), "the service kept reading upstream"
+    assert upstream.finished_streams == 0
+    assert wait_until(lambda: len(thread_of(server.url, "leaver")["messages"]) == 2, timeout=5)
+    reply = thread_of(server.url, "leaver")["messages"][1]
+    assert reply["role"] == "assistant" and reply["interrupted"] is True
+    assert reply["content"].startswith("w0 w1 w2") and len(reply["content"].split()) < 300
+
+
+def test_embedded_redis_is_shared_by_workers_and_survives_a_restart(start_gunicorn, upstream, tmp_path):
+    data_dir = tmp_path / "embedded"
+    server = start_gunicorn(REDIS_URL=None, REDIS_PREFIX="emb", DATA_DIR=str(data_dir), WEB_CONCURRENCY="3")
+
+    def chat(i):
+        with requests.Session() as session:
+            return session.post(server.url + "/v1/chat", json={"sessionId": f"emb-{i}", "message": "hi"},
+                                headers=CHAT, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert list(pool.map(chat, range(12))) == [200] * 12
+    assert requests.get(server.url + "/v1/admin/conversations", headers=ADMIN, timeout=10).json()["total"] == 12
+    assert (data_dir / "redis.sock").exists()
+    server.stop()
+    assert wait_until(lambda: not (data_dir / "redis.sock").exists(), timeout=10), "embedded Redis kept running"
+
+    restarted = start_gunicorn(REDIS_URL=None, REDIS_PREFIX="emb", DATA_DIR=str(data_dir))
+    listing = requests.get(restarted.url + "/v1/admin/conversations", headers=ADMIN, timeout=10).json()
+    assert listing["total"] == 12
+    assert {c["sessionId"] for c in listing["conversations"]} == {f"emb-{i}" for i in range(12)}
+
+
+def test_heartbeat_pings_flow_through_gunicorn(start_gunicorn, upstream):
+    server = start_gunicorn(STREAM_HEARTBEAT_SECONDS="0.1")
+    upstream.reply = "slow answer"
+    upstream.token_delay = 0.5
+    with open_stream(server.url) as response:
+        kinds = [json.loads(line)["type"] for line in response.iter_lines()]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "ping" in kinds
+
+
+def test_concurrent_sessions_keep_their_messages_apart(start_gunicorn, upstream):
+    server = start_gunicorn(WEB_CONCURRENCY="3")
+    upstream.token_delay = 0.01
+    errors = []
+
+    def converse(session):
+        try:
+            for turn in range(5):
+                with open_stream(server.url, session=session, message=f"{session}/{turn}") as response:
+                    assert json.loads(list(response.iter_lines())[-1])["type"] == "done"
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=converse, args=(f"sess-{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for i in range(8):
+        messages = thread_of(server.url, f"sess-{i}")["messages"]
+        assert [m["content"] for m in messages if m["role"] == "user"] == [f"sess-{i}/{t}" for t in range(5)]
+        assert [m["role"] for m in messages] == ["user", "assistant"] * 5

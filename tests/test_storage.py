@@ -1,0 +1,192 @@
+"""Storage against the real test Redis: key layout, sessions, appends, and the cost of each operation."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from redis.crc import key_slot
+
+import storage
+from tests.conftest import admin_headers, chat_headers
+
+CONVERSATION_ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def turns(app) -> storage.Storage:
+    return app.extensions["storage"]
+
+
+def make_storage(redis_server, prefix) -> storage.Storage:
+    return storage.Storage(storage.connect(redis_server.url), prefix)
+
+
+def start_conversation(turns, session, message="hello"):
+    conversation_id = turns.conversation_for_session(session)
+    turns.append_message(conversation_id, session, "user", message)
+    return conversation_id
+
+
+def command_calls(redis_client) -> dict[str, int]:
+    """Calls per command since the last CONFIG RESETSTAT, without the measuring commands themselves."""
+    stats = redis_client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in stats.items()}
+    return {name: n for name, n in calls.items() if not name.startswith(("config", "info"))}
+
+
+# ---- keys ----------------------------------------------------------------------------------
+
+KEY_BUILDERS = [
+    ("conversation", (CONVERSATION_ID,)),
+    ("messages", (CONVERSATION_ID,)),
+    ("session", ("session-1",)),
+    ("index", ()),
+    ("rate_limit", ("203.0.113.9",)),
+]
+
+
+@pytest.mark.parametrize("name, args", KEY_BUILDERS)
+@pytest.mark.parametrize("prefix", ["ocw", "tenant-a", "x"])
+def test_every_key_starts_with_the_prefix(prefix, name, args):
+    key = getattr(storage.Keys(prefix), name)(*args)
+    assert key.startswith(prefix + ":")
+
+
+def test_both_per_conversation_keys_share_the_conversation_hash_tag():
+    keys = storage.Keys("ocw")
+    conversation, messages = keys.conversation(CONVERSATION_ID), keys.messages(CONVERSATION_ID)
+    assert conversation != messages
+    for key in (conversation, messages):
+        # Redis Cluster hashes only the first {...} of a key.
+        assert re.search(r"\{([^}]*)\}", key).group(1) == CONVERSATION_ID
+    assert key_slot(conversation.encode()) == key_slot(messages.encode())
+
+
+def test_every_key_a_chat_writes_is_under_the_configured_prefix(make_app, redis_client):
+    app = make_app(REDIS_PREFIX="tenant-a")
+    client = app.test_client()
+    response = client.post("/v1/chat", json={"sessionId": "s", "message": "hi"}, headers=chat_headers())
+    assert response.status_code == 200
+    written = redis_client.keys("*")
+    assert len(written) >= 4  # conversation, messages, session, index (+ rate limit)
+    assert all(key.startswith("tenant-a:") for key in written), written
+
+
+def test_different_prefixes_keep_two_deployments_apart_on_one_redis(redis_server, redis_client):
+    a, b = make_storage(redis_server, "a"), make_storage(redis_server, "b")
+    conversation_id = start_conversation(a, "shared-session")
+
+    page = b.list_conversations(10)
+    assert (page.conversations, page.total, page.next_cursor) == ([], 0, None)
+    assert b.get_conversation(conversation_id) is None
+    assert b.conversation_for_session("shared-session") != conversation_id
+    assert b.delete_conversation(conversation_id) is False
+    assert a.get_conversation(conversation_id) is not None
+    assert a.list_conversations(10).total == 1
+
+
+def test_different_prefixes_through_the_apps(make_app, redis_client):
+    first, second = make_app(REDIS_PREFIX="a"), make_app(REDIS_PREFIX="b")
+    first.test_client().post("/v1/chat", json={"sessionId": "s", "message": "hi"}, headers=chat_headers())
+    body = second.test_client().get("/v1/admin/conversations", headers=admin_headers()).get_json()
+    assert body == {"conversations": [], "total": 0, "nextCursor": None}
+
+
+# ---- sessions ------------------------------------------------------------------------------
+
+
+def test_a_session_resolves_to_the_same_conversation_every_time(turns, redis_client):
+    first = turns.conversation_for_session("s-1")
+    assert [turns.conversation_for_session("s-1") for _ in range(5)] == [first] * 5
+    assert storage.CONVERSATION_ID.match(first)
+
+
+def test_different_sessions_resolve_to_different_conversations(turns, redis_client):
+    ids = {turns.conversation_for_session(f"s-{i}") for i in range(20)}
+    assert len(ids) == 20
+
+
+# ---- append --------------------------------------------------------------------------------
+
+
+def test_assistant_message_to_a_deleted_conversation_does_not_recreate_it(turns, redis_client):
+    conversation_id = start_conversation(turns, "s-1")
+    assert turns.delete_conversation(conversation_id)
+
+    assert turns.append_message(conversation_id, "s-1", "assistant", "late reply") == []
+    assert turns.get_conversation(conversation_id) is None
+    assert turns.list_conversations(10).total == 0
+    assert redis_client.zscore(turns.keys.index(), conversation_id) is None
+    assert redis_client.keys(f"*{conversation_id}*") == []
+
+
+def test_assistant_message_to_a_conversation_that_never_existed_is_dropped(turns, redis_client):
+    turns.append_message(CONVERSATION_ID, "s-1", "assistant", "orphan", interrupted=True)
+    assert turns.get_conversation(CONVERSATION_ID) is None
+    assert redis_client.keys("*") == []
+
+
+def test_append_returns_the_newest_messages_including_the_new_one(turns, redis_client):
+    conversation_id = turns.conversation_for_session("s-1")
+    for i in range(5):
+        turns.append_message(conversation_id, "s-1", "user", f"m{i}")
+    recent = turns.append_message(conversation_id, "s-1", "user", "m5", history=3)
+    assert [m["content"] for m in recent] == ["m3", "m4", "m5"]
+
+
+@pytest.mark.parametrize("role", ["user", "assistant"])
+def test_interrupted_flag_is_stored_only_when_given(turns, redis_client, role):
+    conversation_id = start_conversation(turns, "s-1")
+    turns.append_message(conversation_id, "s-1", role, "finished")
+    turns.append_message(conversation_id, "s-1", role, "cut short", interrupted=True)
+    _, messages = turns.get_conversation(conversation_id)
+    assert "interrupted" not in messages[0]
+    assert "interrupted" not in messages[1]
+    assert messages[2]["content"] == "cut short"
+    assert messages[2]["interrupted"] is True
+
+
+# ---- cost of operations --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", ["first", "after cursor"])
+def test_listing_reads_only_the_page_not_every_conversation(turns, redis_client, page):
+    for i in range(500):
+        turns.append_message(storage.new_id(), f"s-{i}", "user", f"m{i}")
+    cursor = turns.list_conversations(10).next_cursor if page == "after cursor" else None
+
+    redis_client.config_resetstat()
+    result = turns.list_conversations(10, cursor)
+    calls = command_calls(redis_client)
+
+    assert len(result.conversations) == 10
+    assert result.total == 500
+    assert calls.get("hgetall") == 10
+    assert not {"keys", "scan", "sort", "lrange", "hscan", "zscan"} & set(calls), calls
+    assert sum(calls.values()) <= 15, calls
+
+
+@pytest.mark.parametrize("path", ["/v1/chat", "/v1/chat/stream"])
+def test_a_chat_turn_costs_the_same_redis_commands_whatever_the_history_length(app, client, turns, redis_client, path):
+    for session, count in (("short", 2), ("long", 200)):
+        conversation_id = turns.conversation_for_session(session)
+        for i in range(count):
+            turns.append_message(conversation_id, session, "user" if i % 2 == 0 else "assistant", f"m{i}")
+    for i in range(300):  # and many other conversations around
+        turns.append_message(storage.new_id(), f"other-{i}", "user", "x")
+    warm_up = client.post(path, json={"sessionId": "warm-up", "message": "hi"}, headers=chat_headers())
+    assert warm_up.status_code == 200  # loads every script once and opens the pooled connection
+    warm_up.get_data()
+
+    costs = {}
+    for session in ("short", "long"):
+        redis_client.config_resetstat()
+        response = client.post(path, json={"sessionId": session, "message": "hi"}, headers=chat_headers())
+        assert response.status_code == 200
+        response.get_data()  # a streamed turn stores its reply when the stream ends
+        costs[session] = command_calls(redis_client)
+
+    assert costs["short"] == costs["long"]
+    assert sum(costs["short"].values()) == sum(costs["long"].values())
+    assert "keys" not in costs["long"] and "scan" not in costs["long"]
+    assert turns.get_conversation(turns.conversation_for_session("long"))[0]["messageCount"] == 202

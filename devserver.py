@@ -17,7 +17,7 @@ def load_or_create_keys(data_dir: Path) -> dict:
     path = data_dir / "dev-keys.json"
     if path.exists():
         return json.loads(path.read_text())
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     keys = {"WIDGET_API_KEY": secrets.token_urlsafe(32), "ADMIN_API_KEY": secrets.token_urlsafe(32)}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as file:

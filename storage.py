@@ -134,23 +134,28 @@ class Storage:
     def __init__(self, client, prefix: str):
         self.client = client
         self.keys = Keys(prefix)
-        self._rate_limit = client.register_script(RATE_LIMIT_SCRIPT)
-        self._resolve_session = client.register_script(RESOLVE_SESSION_SCRIPT)
-        self._append = client.register_script(APPEND_SCRIPT)
-        self._delete = client.register_script(DELETE_SCRIPT)
-        self._unmap_session = client.register_script(UNMAP_SESSION_SCRIPT)
+
+    @staticmethod
+    def _run(target, script: str, keys: list[str], args: list = ()):
+        """Queue (on a pipeline) or run a Lua script with a plain EVAL command.
+
+        Not EVALSHA through redis-py's Script: in a pipeline that costs an extra SCRIPT EXISTS
+        round trip every time, and cluster pipelines refuse EVALSHA and eval(). Redis caches the
+        compiled script, so resending a few hundred bytes is the cheaper side.
+        """
+        return target.execute_command("EVAL", script, len(keys), *keys, *args)
 
     def ping(self) -> bool:
         return bool(self.client.ping())
 
     def hit_rate_limit(self, client_ip: str, window_ms: int) -> tuple[int, int]:
         """Count a request from client_ip; return (requests in window, ms until the window resets)."""
-        count, ttl_ms = self._rate_limit(keys=[self.keys.rate_limit(client_ip)], args=[window_ms])
+        count, ttl_ms = self._run(self.client, RATE_LIMIT_SCRIPT, [self.keys.rate_limit(client_ip)], [window_ms])
         return int(count), int(ttl_ms)
 
     def conversation_for_session(self, session_id: str) -> str:
         """The conversation id of session_id, created atomically on first use."""
-        return self._resolve_session(keys=[self.keys.session(session_id)], args=[new_id()])
+        return self._run(self.client, RESOLVE_SESSION_SCRIPT, [self.keys.session(session_id)], [new_id()])
 
     def append_message(
         self,
@@ -172,9 +177,11 @@ class Storage:
             message["interrupted"] = True
         creates = role == "user"
         pipe = self.client.pipeline(transaction=False)
-        self._append(
-            keys=[self.keys.conversation(conversation_id), self.keys.messages(conversation_id)],
-            args=[
+        self._run(
+            pipe,
+            APPEND_SCRIPT,
+            [self.keys.conversation(conversation_id), self.keys.messages(conversation_id)],
+            [
                 conversation_id,
                 session_id,
                 created_at,
@@ -183,7 +190,6 @@ class Storage:
                 history,
                 "1" if creates else "0",
             ],
-            client=pipe,
         )
         # XX: a reply never re-adds a conversation that was deleted meanwhile.
         pipe.zadd(self.keys.index(), {conversation_id: created_at}, xx=not creates)
@@ -239,15 +245,15 @@ class Storage:
         """Remove a conversation, its messages, its session mapping and index entry."""
         if not CONVERSATION_ID.match(conversation_id):
             return False
-        session_id = self._delete(
-            keys=[self.keys.conversation(conversation_id), self.keys.messages(conversation_id)]
+        session_id = self._run(
+            self.client,
+            DELETE_SCRIPT,
+            [self.keys.conversation(conversation_id), self.keys.messages(conversation_id)],
         )
         pipe = self.client.pipeline(transaction=False)
         pipe.zrem(self.keys.index(), conversation_id)
         if session_id:
-            self._unmap_session(
-                keys=[self.keys.session(session_id)], args=[conversation_id], client=pipe
-            )
+            self._run(pipe, UNMAP_SESSION_SCRIPT, [self.keys.session(session_id)], [conversation_id])
         removed_from_index = pipe.execute()[0]
         return bool(session_id) or bool(removed_from_index)
 

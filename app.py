@@ -22,7 +22,7 @@ from llm import DemoResponder, OpenAIClient, UpstreamError
 ROOT = Path(__file__).resolve().parent
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_MESSAGE_CHARS = 4000
-SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 EMPTY_REPLY = "I could not generate a response right now."
 STREAM_HEADERS = {
     "Content-Type": "application/x-ndjson; charset=utf-8",
@@ -129,18 +129,33 @@ def invalid_body(exc: InvalidBody):
 
 def read_chat_request() -> tuple[str, str]:
     """(sessionId, message) from the JSON body, or InvalidBody naming what is wrong."""
-    body = request.get_json(force=True, silent=True)
+    try:
+        # Parsed whatever the Content-Type says, so clients that omit or mislabel it still work.
+        body = json.loads(request.get_data())
+    except (ValueError, RecursionError):  # invalid JSON or UTF-8, or absurd nesting
+        body = None
     if not isinstance(body, dict):
         raise InvalidBody({"body": "must be a JSON object"})
     details = {}
     session_id, message = body.get("sessionId"), body.get("message")
-    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+    if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
         details["sessionId"] = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
     if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE_CHARS:
         details["message"] = f"must be a string of 1-{MAX_MESSAGE_CHARS} characters, not only whitespace"
+    elif not is_unicode_text(message):
+        details["message"] = "must be valid Unicode text (no lone surrogates)"
     if details:
         raise InvalidBody(details)
     return session_id, message.strip()
+
+
+def is_unicode_text(text: str) -> bool:
+    """False for strings JSON can carry but UTF-8 cannot (lone surrogates like "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def start_turn(session_id: str, message: str) -> tuple[str, list[dict]]:
@@ -239,14 +254,14 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
 
 admin = Blueprint("admin", __name__, url_prefix="/v1/admin")
 admin.before_request(auth.admin_guard)
-LIMIT = re.compile(r"^[0-9]{1,3}$")
+LIMIT = re.compile(r"[0-9]{1,3}")
 
 
 @admin.get("/conversations")
 def list_conversations():
     """A page of conversation summaries, most recently updated first."""
     raw_limit = request.args.get("limit", "100")
-    limit = int(raw_limit) if LIMIT.match(raw_limit) else 0
+    limit = int(raw_limit) if LIMIT.fullmatch(raw_limit) else 0
     if not 1 <= limit <= 200:
         return json_error(400, "Invalid query", details={"limit": "must be an integer from 1 to 200"})
     try:

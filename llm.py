@@ -217,7 +217,10 @@ def _delta_text(chunk: dict) -> str:
         content = chunk["choices"][0]["delta"].get("content")
     except (KeyError, IndexError, TypeError, AttributeError):
         return ""  # role-only, usage-only and other content-free chunks
-    return content if isinstance(content, str) else ""
+    if not isinstance(content, str):
+        return ""
+    # JSON can carry lone surrogates that UTF-8 cannot; they would break the client's stream.
+    return content.encode("utf-8", "replace").decode("utf-8")
 
 
 class DemoResponder:

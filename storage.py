@@ -21,8 +21,8 @@ import redis
 from redis.cluster import RedisCluster
 
 LAST_MESSAGE_CHARS = 500
-CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-CURSOR = re.compile(r"^(\d{1,16}):([A-Za-z0-9_-]{1,64})$")
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CURSOR = re.compile(r"([0-9]{1,16}):([A-Za-z0-9_-]{1,64})")
 
 # Any Redis failure (down, timed out, read-only during a failover...) is answered with 503.
 UNAVAILABLE = redis.exceptions.RedisError
@@ -203,7 +203,7 @@ class Storage:
         if cursor is None:
             pipe.zrevrange(index, 0, limit, withscores=True)
         else:
-            match = CURSOR.match(cursor)
+            match = CURSOR.fullmatch(cursor)
             if not match:
                 raise InvalidCursor(cursor)
             score, after_id = int(match.group(1)), match.group(2)
@@ -231,7 +231,7 @@ class Storage:
 
     def get_conversation(self, conversation_id: str) -> tuple[dict, list[dict]] | None:
         """(summary, messages oldest first), or None if unknown."""
-        if not CONVERSATION_ID.match(conversation_id):
+        if not CONVERSATION_ID.fullmatch(conversation_id):
             return None
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.keys.conversation(conversation_id))
@@ -243,7 +243,7 @@ class Storage:
 
     def delete_conversation(self, conversation_id: str) -> bool:
         """Remove a conversation, its messages, its session mapping and index entry."""
-        if not CONVERSATION_ID.match(conversation_id):
+        if not CONVERSATION_ID.fullmatch(conversation_id):
             return False
         session_id = self._run(
             self.client,

@@ -249,3 +249,33 @@ def test_client_leaving_mid_stream_closes_upstream_and_stores_partial_as_interru
     assert messages[-1]["role"] == "assistant" and messages[-1]["interrupted"] is True
     assert messages[-1]["content"].startswith("w0 w1 w2")
     assert len(messages[-1]["content"].split()) < 200
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"sessionId": "abc\n", "message": "hi"}, "sessionId"),
+    ({"sessionId": "٣٤٥", "message": "hi"}, "sessionId"),
+    ({"sessionId": "s", "message": "\ud800 lone surrogate"}, "message"),
+])
+def test_lookalike_session_ids_and_unencodable_text_are_400(client, upstream, body, field):
+    response = client.post("/v1/chat", json=body, headers=chat_headers())
+    assert response.status_code == 400
+    assert field in response.get_json()["details"]
+    assert upstream.requests == []
+
+
+def test_absurdly_nested_json_is_400_not_500(client, upstream):
+    body = b'{"sessionId": "s", "message": "hi", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = client.post("/v1/chat", data=body, headers=chat_headers(**{"Content-Type": "application/json"}))
+    assert response.status_code == 400
+    assert upstream.requests == []
+
+
+def test_json_without_content_type_is_accepted(client):
+    response = client.post("/v1/chat", data=b'{"sessionId": "s", "message": "hi"}', headers=chat_headers())
+    assert response.status_code == 200
+
+
+def test_non_ascii_and_nul_text_round_trips(app, client, upstream):
+    upstream.reply = "Grüße 👋 ok"
+    assert post_chat(client, message="héllo\u0000 世界").get_json()["message"] == "Grüße 👋 ok"
+    assert [m["content"] for m in stored_messages(app)[1]] == ["héllo\u0000 世界", "Grüße 👋 ok"]

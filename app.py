@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_from_directory
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import auth
@@ -17,12 +17,11 @@ import errors
 import storage
 from config import Settings, load_settings
 from errors import json_error
-from llm import DemoResponder, OpenAIClient, UpstreamError
+from chat_request import ChatTurn
+from llm import DemoResponder, OpenAIClient, UpstreamError, estimate_tokens
 
 ROOT = Path(__file__).resolve().parent
 MAX_BODY_BYTES = 2 * 1024 * 1024
-MAX_MESSAGE_CHARS = 4000
-SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 EMPTY_REPLY = "I could not generate a response right now."
 STREAM_HEADERS = {
     "Content-Type": "application/x-ndjson; charset=utf-8",
@@ -66,6 +65,7 @@ def make_model(settings: Settings):
         settings.openai_model,
         settings.llm_timeout_seconds,
         settings.max_output_tokens,
+        settings.stream_usage,
     )
 
 
@@ -115,59 +115,28 @@ chat = Blueprint("chat", __name__)
 chat.before_request(auth.chat_guard)
 
 
-class InvalidBody(Exception):
-    """The chat request body broke a rule; details name the fields."""
-
-    def __init__(self, details: dict):
-        self.details = details
-
-
-@chat.errorhandler(InvalidBody)
-def invalid_body(exc: InvalidBody):
-    return json_error(400, "Invalid request body", details=exc.details)
-
-
-def read_chat_request() -> tuple[str, str]:
-    """(sessionId, message) from the JSON body, or InvalidBody naming what is wrong."""
-    try:
-        # Parsed whatever the Content-Type says, so clients that omit or mislabel it still work.
-        body = json.loads(request.get_data())
-    except (ValueError, RecursionError):  # invalid JSON or UTF-8, or absurd nesting
-        body = None
-    if not isinstance(body, dict):
-        raise InvalidBody({"body": "must be a JSON object"})
-    details = {}
-    session_id, message = body.get("sessionId"), body.get("message")
-    if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
-        details["sessionId"] = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
-    if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE_CHARS:
-        details["message"] = f"must be a string of 1-{MAX_MESSAGE_CHARS} characters, not only whitespace"
-    elif not is_unicode_text(message):
-        details["message"] = "must be valid Unicode text (no lone surrogates)"
-    if details:
-        raise InvalidBody(details)
-    return session_id, message.strip()
-
-
-def is_unicode_text(text: str) -> bool:
-    """False for strings JSON can carry but UTF-8 cannot (lone surrogates like "\\ud800")."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def start_turn(session_id: str, message: str) -> tuple[str, list[dict]]:
+def start_turn(turn: ChatTurn) -> tuple[str, list[dict]]:
     """Store the user message (before the model is called) and build the model's prompt."""
     settings: Settings = current_app.config["SETTINGS"]
-    conversation_id = store().conversation_for_session(session_id)
+    # Admission already looked the conversation up; only a new session needs another step.
+    conversation_id = g.conversation_id or store().conversation_for_session(turn.session_id)
     recent = store().append_message(
-        conversation_id, session_id, "user", message, history=settings.max_history_messages
+        conversation_id, turn.session_id, "user", turn.message, history=settings.max_history_messages
     )
     prompt = [{"role": "system", "content": settings.system_prompt}]
-    prompt += [{"role": m["role"], "content": m["content"]} for m in recent]
+    prompt += [{"role": m["role"], "content": m["content"]} for m in fit_history(recent, settings.max_history_chars)]
     return conversation_id, prompt
+
+
+def fit_history(messages: list[dict], max_chars: int) -> list[dict]:
+    """The newest messages whose contents fit in max_chars; the newest one is always kept."""
+    kept, total = [], 0
+    for message in reversed(messages):
+        total += len(message["content"])
+        if kept and total > max_chars:
+            break
+        kept.append(message)
+    return kept[::-1]
 
 
 def final_text(reply: str) -> str:
@@ -177,13 +146,15 @@ def final_text(reply: str) -> str:
 @chat.post("/v1/chat")
 def chat_reply():
     """One turn answered as a single JSON object."""
-    session_id, message = read_chat_request()
-    conversation_id, prompt = start_turn(session_id, message)
+    turn: ChatTurn = g.chat_turn
+    conversation_id, prompt = start_turn(turn)
     try:
-        reply = final_text(current_app.extensions["model"].complete(prompt))
+        completion = current_app.extensions["model"].complete(prompt)
     except UpstreamError as exc:
         return json_error(exc.status_code, str(exc))
-    store().append_message(conversation_id, session_id, "assistant", reply)
+    reply = final_text(completion.text)
+    tokens = completion.output_tokens if completion.output_tokens is not None else estimate_tokens(completion.text)
+    store().append_message(conversation_id, turn.session_id, "assistant", reply, output_tokens=tokens)
     return jsonify(conversationId=conversation_id, message=reply)
 
 
@@ -191,15 +162,15 @@ def chat_reply():
 @chat.post("/chat")
 def chat_stream():
     """One turn streamed as NDJSON events (`/chat` is the original widget's endpoint)."""
-    session_id, message = read_chat_request()
-    conversation_id, prompt = start_turn(session_id, message)
+    turn: ChatTurn = g.chat_turn
+    conversation_id, prompt = start_turn(turn)
     # The generator outlives the request context: hand it plain objects only.
     lines = relay_reply(
         current_app.extensions["model"],
         store(),
         current_app.logger,
         conversation_id,
-        session_id,
+        turn.session_id,
         prompt,
         current_app.config["SETTINGS"].heartbeat_seconds,
     )
@@ -230,7 +201,8 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
                 parts.append(delta)
                 yield ndjson(type="token", token=delta)
         text = final_text("".join(parts))
-        turns.append_message(conversation_id, session_id, "assistant", text)
+        tokens = reply.output_tokens if reply.output_tokens is not None else estimate_tokens("".join(parts))
+        turns.append_message(conversation_id, session_id, "assistant", text, output_tokens=tokens)
         stored = True
         yield ndjson(type="done", message=text, conversationId=conversation_id)
     except UpstreamError as exc:
@@ -245,7 +217,11 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
         partial = "".join(parts).strip()
         if not stored and partial:
             try:
-                turns.append_message(conversation_id, session_id, "assistant", partial, interrupted=True)
+                # Tokens the model produced but nobody waited for are still paid for.
+                turns.append_message(
+                    conversation_id, session_id, "assistant", partial,
+                    interrupted=True, output_tokens=estimate_tokens(partial),
+                )
             except storage.UNAVAILABLE:
                 logger.error("Could not store an interrupted reply")
 

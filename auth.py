@@ -1,4 +1,5 @@
-"""Who may call what: widget and admin key checks, and the per-IP rate limit of chat routes.
+"""Who may call what: widget and admin key checks, and the admission of chat requests
+(per-IP rate limit, per-session quota, daily budget).
 
 `chat_guard` and `admin_guard` are the `before_request` hooks of the two blueprints.
 """
@@ -8,8 +9,10 @@ import hashlib
 import hmac
 import math
 
-from flask import current_app, request
+from flask import current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
+import chat_request
 from errors import json_error
 
 
@@ -73,26 +76,43 @@ def _unauthorized(presented: str | None):
     return json_error(401, "Unauthorized")
 
 
-def rate_limited():
-    """429 once the client IP has used up its window, shared by every worker via Redis."""
-    settings = current_app.config["SETTINGS"]
-    count, reset_ms = current_app.extensions["storage"].hit_rate_limit(
-        client_ip(), settings.rate_limit_window_ms
-    )
-    if count > settings.rate_limit_max_requests:
-        retry_after = max(1, math.ceil(reset_ms / 1000))
-        return json_error(429, "Too many requests", headers={"Retry-After": str(retry_after)})
-    return None
+def _read_turn():
+    """(turn, refusal): the chat turn of this request, or the error response its body earns."""
+    try:
+        return chat_request.parse(request.get_data()), None
+    except chat_request.InvalidBody as exc:
+        return None, json_error(400, "Invalid request body", details=exc.details)
+    except RequestEntityTooLarge:
+        return None, json_error(413, "Request body too large")
 
 
 def chat_guard():
-    """Rate limit, then the widget key."""
-    limited = rate_limited()
-    if limited is not None:
-        return limited
+    """Admit a chat request: rate limit, then the widget key, then the body, then the session
+    quota and the daily budget.
+
+    Every Redis check happens in one round trip (storage.admit), which also finds the session's
+    conversation. Only a valid turn with a valid key counts against the session and the budget,
+    so nobody without the key can spend them.
+    """
+    settings = current_app.config["SETTINGS"]
     presented = presented_key(("X-Api-Key", "X-Widget-Api-Key"))
-    if not current_app.extensions["widget_keys"].accepts(presented):
+    key_ok = current_app.extensions["widget_keys"].accepts(presented)
+    turn, refusal = _read_turn() if key_ok and request.method == "POST" else (None, None)
+    admission = current_app.extensions["storage"].admit(
+        client_ip(), turn.session_id if turn else None, settings.limits
+    )
+    retry_after = {"Retry-After": str(max(1, math.ceil(admission.retry_after_ms / 1000)))}
+    if admission.verdict == "ip":
+        return json_error(429, "Too many requests", headers=retry_after)
+    if not key_ok:
         return _unauthorized(presented)
+    if refusal is not None:
+        return refusal
+    if admission.verdict == "session":
+        return json_error(429, "Too many messages in this conversation, try again later", headers=retry_after)
+    if admission.verdict == "budget":
+        return json_error(429, "Daily budget exhausted", headers=retry_after)
+    g.chat_turn, g.conversation_id = turn, admission.conversation_id
     return None
 
 

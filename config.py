@@ -22,6 +22,18 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one client, one session and the whole deployment may spend (0 = unlimited)."""
+
+    window_ms: int
+    max_requests: int
+    session_window_ms: int
+    session_max_messages: int
+    daily_max_requests: int
+    daily_max_tokens: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment."""
 
@@ -37,11 +49,12 @@ class Settings:
     system_prompt: str
     max_history_messages: int
     max_output_tokens: int | None
+    max_history_chars: int
+    stream_usage: bool
     llm_timeout_seconds: float
     heartbeat_seconds: float
     cors_origins: tuple[str, ...]
-    rate_limit_window_ms: int
-    rate_limit_max_requests: int
+    limits: Limits
     trusted_proxy_count: int
     data_dir: str
 
@@ -70,6 +83,12 @@ class _Reader:
     def text(self, name: str, default: str | None = None) -> str | None:
         value = self.environ.get(name, "").strip()
         return value or default
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = (self.text(name) or str(default)).lower()
+        if raw not in ("true", "false"):
+            self.problems.append(f"{name} must be 'true' or 'false'")
+        return raw != "false" if raw in ("true", "false") else default
 
     def number(self, name, default, kind=int, minimum=None, maximum=None):
         raw = self.text(name)
@@ -116,10 +135,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     redis_url = read.text("REDIS_URL")
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
         read.problems.append("REDIS_URL must start with redis://, rediss://, unix:// or redis+cluster://")
-    tls_verify = read.text("REDIS_TLS_VERIFY", "true").lower()
-    if tls_verify not in ("true", "false"):
-        read.problems.append("REDIS_TLS_VERIFY must be 'true' or 'false'")
-
     prefix = read.text("REDIS_PREFIX", "ocw")
     if any(ch in prefix for ch in "{} "):
         read.problems.append("REDIS_PREFIX must not contain braces or spaces")
@@ -136,7 +151,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         widget_keys=widget_keys,
         admin_keys=admin_keys,
         redis_url=redis_url,
-        redis_tls_verify=tls_verify != "false",
+        redis_tls_verify=read.flag("REDIS_TLS_VERIFY", True),
         redis_prefix=prefix,
         openai_api_key=openai_api_key,
         openai_base_url=read.text("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/"),
@@ -144,11 +159,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         system_prompt=read.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
         max_history_messages=read.number("MAX_HISTORY_MESSAGES", 30, minimum=1, maximum=1000),
         max_output_tokens=read.number("MAX_OUTPUT_TOKENS", None, minimum=1),
+        max_history_chars=read.number("MAX_HISTORY_CHARS", 24000, minimum=1),
+        stream_usage=read.flag("OPENAI_STREAM_USAGE", True),
         llm_timeout_seconds=read.number("LLM_TIMEOUT_SECONDS", 60.0, kind=float, minimum=0.1),
         heartbeat_seconds=read.number("STREAM_HEARTBEAT_SECONDS", 15.0, kind=float, minimum=0.05),
         cors_origins=tuple(o.rstrip("/") for o in cors_origins),
-        rate_limit_window_ms=read.number("RATE_LIMIT_WINDOW_MS", 60000, minimum=1),
-        rate_limit_max_requests=read.number("RATE_LIMIT_MAX_REQUESTS", 30, minimum=1),
+        limits=Limits(
+            window_ms=read.number("RATE_LIMIT_WINDOW_MS", 60000, minimum=1),
+            max_requests=read.number("RATE_LIMIT_MAX_REQUESTS", 30, minimum=1),
+            session_window_ms=int(1000 * read.number("SESSION_WINDOW_SECONDS", 3600.0, kind=float, minimum=0.001)),
+            session_max_messages=read.number("SESSION_MAX_MESSAGES", 60, minimum=1),
+            daily_max_requests=read.number("DAILY_MAX_REQUESTS", 0, minimum=1),
+            daily_max_tokens=read.number("DAILY_MAX_TOKENS", 0, minimum=1),
+        ),
         trusted_proxy_count=read.number("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10),
         data_dir=os.path.abspath(read.text("DATA_DIR", "data")),
     )

@@ -1,9 +1,10 @@
 """The model: an OpenAI-compatible chat-completions client over `requests`, and the offline
 demo responder used in development when no OPENAI_API_KEY is set.
 
-Both offer `complete(messages) -> str` and `stream(messages) -> ReplyStream`. A ReplyStream is
-iterated for text deltas and must be closed (it is a context manager); closing it releases the
-upstream connection at once, which stops generation the client no longer waits for.
+Both offer `complete(messages) -> Completion` and `stream(messages) -> ReplyStream`. A
+ReplyStream is iterated for text deltas and must be closed (it is a context manager); closing it
+releases the upstream connection at once, which stops generation the client no longer waits for.
+Both report the output tokens the upstream counted, when it says (`usage`), else None.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import json
 import queue
 import socket
 import threading
+import math
 import time
+from dataclasses import dataclass
 from typing import Iterator
 
 import requests
@@ -38,6 +41,17 @@ class UpstreamProtocolError(UpstreamError):
     """The upstream answered with something that is not the chat-completions protocol."""
 
 
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    output_tokens: int | None  # as counted by the upstream, if it reported usage
+
+
+def estimate_tokens(text: str) -> int:
+    """Output tokens of a reply whose upstream did not report usage (about 4 characters each)."""
+    return math.ceil(len(text) / 4)
+
+
 class ReplyStream:
     """Text deltas of one streamed completion; iterate once, then close.
 
@@ -45,14 +59,19 @@ class ReplyStream:
     releases its own resources when it ends or is closed.
     """
 
-    def __init__(self, deltas: Iterator[str], interrupt=lambda: None):
+    def __init__(self, deltas: Iterator[str], interrupt=lambda: None, usage: dict | None = None):
         self._deltas = deltas
+        self.usage = usage if usage is not None else {}  # filled in while streaming
         self._interrupt = interrupt
         self._closed = False
         self._read_elsewhere = False
 
     def __iter__(self) -> Iterator[str]:
         return self._deltas
+
+    @property
+    def output_tokens(self) -> int | None:
+        return self.usage.get("output_tokens")
 
     def with_heartbeats(self, idle_seconds: float) -> Iterator[str | None]:
         """The deltas, with a None after every idle_seconds of upstream silence.
@@ -107,10 +126,11 @@ class ReplyStream:
 class OpenAIClient:
     """Chat completions against any OpenAI-compatible server."""
 
-    def __init__(self, base_url, api_key, model, timeout_seconds, max_output_tokens=None):
+    def __init__(self, base_url, api_key, model, timeout_seconds, max_output_tokens=None, stream_usage=True):
         self.url = f"{base_url}/chat/completions"
         self.model = model
         self.max_output_tokens = max_output_tokens
+        self.stream_usage = stream_usage
         # The read timeout bounds the silence between bytes, not the whole reply.
         self.timeout = (CONNECT_TIMEOUT_SECONDS, timeout_seconds)
         self.session = requests.Session()
@@ -120,6 +140,9 @@ class OpenAIClient:
         body = {"model": self.model, "messages": messages, "stream": stream}
         if self.max_output_tokens:
             body["max_tokens"] = self.max_output_tokens
+        if stream and self.stream_usage:
+            # Ask for a final chunk with token counts; some servers refuse it (OPENAI_STREAM_USAGE).
+            body["stream_options"] = {"include_usage": True}
         try:
             response = self.session.post(self.url, json=body, stream=stream, timeout=self.timeout)
         except requests.RequestException as exc:
@@ -129,19 +152,21 @@ class OpenAIClient:
             raise UpstreamStatusError(f"The model answered with HTTP {response.status_code}")
         return response
 
-    def complete(self, messages: list[dict]) -> str:
+    def complete(self, messages: list[dict]) -> Completion:
         """The whole reply of a non-streamed completion."""
         response = self._post(messages, stream=False)
         try:
-            content = response.json()["choices"][0]["message"]["content"]
+            body = response.json()
+            content = body["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise UpstreamProtocolError("The model sent an unreadable reply") from exc
-        return content if isinstance(content, str) else ""
+        return Completion(content if isinstance(content, str) else "", _output_tokens(body))
 
     def stream(self, messages: list[dict]) -> ReplyStream:
         """Connect and return the deltas of a streamed completion (SSE `data:` lines)."""
         response = self._post(messages, stream=True)
-        return ReplyStream(_sse_deltas(response), lambda: _hang_up(response))
+        usage: dict = {}
+        return ReplyStream(_sse_deltas(response, usage), lambda: _hang_up(response), usage)
 
 
 def _hang_up(response: requests.Response) -> None:
@@ -180,10 +205,17 @@ def _lines(response: requests.Response) -> Iterator[bytes]:
         yield pending
 
 
-def _sse_deltas(response: requests.Response) -> Iterator[str]:
+def _output_tokens(chunk: dict) -> int | None:
+    usage = chunk.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) and tokens >= 0 else None
+
+
+def _sse_deltas(response: requests.Response, usage: dict) -> Iterator[str]:
     """Text deltas from an SSE chat-completions stream; it must end with `data: [DONE]`.
 
-    The response is closed when the generator ends, fails or is closed.
+    Reported output tokens go into usage["output_tokens"]. The response is closed when the
+    generator ends, fails or is closed.
     """
     try:
         for line in _lines(response):
@@ -200,6 +232,8 @@ def _sse_deltas(response: requests.Response) -> Iterator[str]:
                 raise UpstreamProtocolError("The model sent a malformed stream line")
             if chunk.get("error"):
                 raise UpstreamError("The model reported an error")
+            if _output_tokens(chunk) is not None:
+                usage["output_tokens"] = _output_tokens(chunk)
             delta = _delta_text(chunk)
             if delta:
                 yield delta
@@ -237,8 +271,8 @@ class DemoResponder:
             "OpenAI-compatible server) to get real replies."
         )
 
-    def complete(self, messages: list[dict]) -> str:
-        return self.reply_text(messages)
+    def complete(self, messages: list[dict]) -> Completion:
+        return Completion(self.reply_text(messages), None)
 
     def stream(self, messages: list[dict]) -> ReplyStream:
         words = self.reply_text(messages).split(" ")

@@ -5,9 +5,13 @@ Layout (P = REDIS_PREFIX):
   P:conv:{id}:messages   list   its messages as JSON, oldest first
   P:session:<sessionId>  string the conversation of a session (set once, SET NX)
   P:conversations        zset   conversation ids scored by updatedAt (the listing index)
-  P:ratelimit:<ip>       string request count in the client's current window
-The two per-conversation keys share the hash tag {id}, so the Lua scripts that touch both are
-atomic on a single Redis and valid on Redis Cluster.
+  P:{admission}:ip:<ip>                requests of a client IP in its current window
+  P:{admission}:session:<sessionId>    messages of a session in its current window
+  P:{admission}:requests:<YYYY-MM-DD>  chat turns of the deployment on that UTC day
+  P:{admission}:tokens:<YYYY-MM-DD>    output tokens of the deployment on that UTC day
+The two per-conversation keys share the hash tag {id}, and the admission counters share
+{admission}, so every Lua script touches a single slot: atomic on a single Redis, valid on
+Redis Cluster. All counters expire on their own.
 """
 from __future__ import annotations
 
@@ -16,20 +20,18 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import redis
 from redis.cluster import RedisCluster
 
 LAST_MESSAGE_CHARS = 500
+DAY_MS = 24 * 3600 * 1000
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CURSOR = re.compile(r"([0-9]{1,16}):([A-Za-z0-9_-]{1,64})")
 
 # Any Redis failure (down, timed out, read-only during a failover...) is answered with 503.
 UNAVAILABLE = redis.exceptions.RedisError
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def new_id() -> str:
@@ -54,18 +56,47 @@ class Keys:
     def index(self) -> str:
         return f"{self.prefix}:conversations"
 
-    def rate_limit(self, client_ip: str) -> str:
-        return f"{self.prefix}:ratelimit:{client_ip}"
+    def client_requests(self, client_ip: str) -> str:
+        return f"{self.prefix}:{{admission}}:ip:{client_ip}"
+
+    def session_messages(self, session_id: str) -> str:
+        return f"{self.prefix}:{{admission}}:session:{session_id}"
+
+    def daily_requests(self, day: str) -> str:
+        return f"{self.prefix}:{{admission}}:requests:{day}"
+
+    def daily_tokens(self, day: str) -> str:
+        return f"{self.prefix}:{{admission}}:tokens:{day}"
 
 
-# Counts one request in the client's window; the window starts with its first request and the
-# key expires with it, so idle IPs leave nothing behind. Returns {count, ms until reset}.
-RATE_LIMIT_SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
-return {count, ttl}
+# Decides whether a chat request may go on, in one atomic step, in this order:
+#   1. the client IP's window (every request counts, even one refused later);
+#   2. only for a turn (ARGV[3] = '1'): the session's window, then the daily budgets;
+#   3. an admitted turn is counted in the session window and the day's requests.
+# Windows start with their first request and expire with it, so idle IPs and sessions leave
+# nothing behind; daily counters carry the date and expire a day after it.
+# ARGV: ip window ms, ip max, turn, session window ms, session max, daily max requests,
+#       daily max tokens (0 = unlimited), daily counter lifetime ms.
+# Returns {verdict, ms until the refusing window resets}; verdict 'ok', 'ip', 'session', 'budget'.
+ADMIT_SCRIPT = """
+local function count(key, window_ms)
+  local n = redis.call('INCR', key)
+  if n == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, window_ms) end
+  return n
+end
+if count(KEYS[1], ARGV[1]) > tonumber(ARGV[2]) then return {'ip', redis.call('PTTL', KEYS[1])} end
+if ARGV[3] ~= '1' then return {'ok', 0} end
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[5]) then
+  return {'session', redis.call('PTTL', KEYS[2])}
+end
+local max_requests, max_tokens = tonumber(ARGV[6]), tonumber(ARGV[7])
+if (max_requests > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= max_requests)
+    or (max_tokens > 0 and tonumber(redis.call('GET', KEYS[4]) or '0') >= max_tokens) then
+  return {'budget', 0}
+end
+count(KEYS[2], ARGV[4])
+count(KEYS[3], ARGV[8])
+return {'ok', 0}
 """
 
 # The session's conversation id: the candidate if this call created the mapping, else the
@@ -107,6 +138,15 @@ return 0
 
 
 @dataclass(frozen=True)
+class Admission:
+    """The verdict on one chat request, and what was learnt on the way."""
+
+    verdict: str  # 'ok', 'ip', 'session' or 'budget'
+    retry_after_ms: int
+    conversation_id: str | None  # the session's conversation, if it already has one
+
+
+@dataclass(frozen=True)
 class Page:
     conversations: list[dict]
     total: int
@@ -131,9 +171,19 @@ def connect(url: str, tls_verify: bool = True) -> redis.Redis | RedisCluster:
 class Storage:
     """Conversations, messages, session mappings and rate-limit counters in Redis."""
 
-    def __init__(self, client, prefix: str):
+    def __init__(self, client, prefix: str, clock=time.time):
         self.client = client
         self.keys = Keys(prefix)
+        self.clock = clock  # seconds since the epoch; replaceable to test the day rollover
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def utc_day(self) -> tuple[str, int]:
+        """Today's UTC date as YYYY-MM-DD, and the ms left until the next UTC day."""
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return now.strftime("%Y-%m-%d"), int((tomorrow - now).total_seconds() * 1000)
 
     @staticmethod
     def _run(target, script: str, keys: list[str], args: list = ()):
@@ -148,10 +198,38 @@ class Storage:
     def ping(self) -> bool:
         return bool(self.client.ping())
 
-    def hit_rate_limit(self, client_ip: str, window_ms: int) -> tuple[int, int]:
-        """Count a request from client_ip; return (requests in window, ms until the window resets)."""
-        count, ttl_ms = self._run(self.client, RATE_LIMIT_SCRIPT, [self.keys.rate_limit(client_ip)], [window_ms])
-        return int(count), int(ttl_ms)
+    def admit(self, client_ip: str, session_id: str | None, limits) -> Admission:
+        """Count a chat request against its IP window and, for a turn of session_id, against
+        the session's window and the daily budgets; look up the session's conversation in the
+        same round trip. session_id is None when the request is not a valid turn.
+        """
+        day, until_tomorrow_ms = self.utc_day()
+        pipe = self.client.pipeline(transaction=False)
+        self._run(
+            pipe,
+            ADMIT_SCRIPT,
+            [
+                self.keys.client_requests(client_ip),
+                self.keys.session_messages(session_id or ""),
+                self.keys.daily_requests(day),
+                self.keys.daily_tokens(day),
+            ],
+            [
+                limits.window_ms,
+                limits.max_requests,
+                "1" if session_id else "0",
+                limits.session_window_ms,
+                limits.session_max_messages,
+                limits.daily_max_requests,
+                limits.daily_max_tokens,
+                until_tomorrow_ms + DAY_MS,
+            ],
+        )
+        if session_id:
+            pipe.get(self.keys.session(session_id))
+        (verdict, retry_ms), *conversation = pipe.execute()
+        retry_ms = until_tomorrow_ms if verdict == "budget" else max(int(retry_ms), 0)
+        return Admission(verdict, retry_ms, conversation[0] if conversation else None)
 
     def conversation_for_session(self, session_id: str) -> str:
         """The conversation id of session_id, created atomically on first use."""
@@ -165,13 +243,15 @@ class Storage:
         content: str,
         history: int = 0,
         interrupted: bool = False,
+        output_tokens: int = 0,
     ) -> list[dict]:
         """Store a message and return the newest `history` messages (one round trip).
 
         A user message creates the conversation if needed; an assistant message is dropped if
-        the conversation was deleted while the reply was being generated.
+        the conversation was deleted while the reply was being generated. output_tokens are
+        added to the day's spending in the same round trip.
         """
-        created_at = now_ms()
+        created_at = self.now_ms()
         message = {"_id": new_id(), "role": role, "content": content, "createdAt": created_at}
         if interrupted:
             message["interrupted"] = True
@@ -193,7 +273,11 @@ class Storage:
         )
         # XX: a reply never re-adds a conversation that was deleted meanwhile.
         pipe.zadd(self.keys.index(), {conversation_id: created_at}, xx=not creates)
-        recent, _ = pipe.execute()
+        if output_tokens:
+            day, until_tomorrow_ms = self.utc_day()
+            pipe.incrby(self.keys.daily_tokens(day), output_tokens)
+            pipe.pexpire(self.keys.daily_tokens(day), until_tomorrow_ms + DAY_MS)
+        recent = pipe.execute()[0]
         return [json.loads(item) for item in recent or []]
 
     def list_conversations(self, limit: int, cursor: str | None = None) -> Page:

@@ -9,6 +9,8 @@ Non-streamed requests get a JSON completion; streamed ones get SSE `data:` lines
                  stream without [DONE]), "malformed" (send a line that is not JSON)
   status         HTTP status used by fault="status"
   token_delay    seconds between streamed tokens (a slow drip)
+  report_usage   include `usage` (completion_tokens = number of tokens) in JSON replies, and as
+                 a final chunk of streams that ask for it with stream_options.include_usage
 
 It records every request body in `requests`, and `hangups`: times at which it noticed the
 client had closed the connection while it was still streaming.
@@ -36,10 +38,14 @@ class FakeUpstream:
         self.status = 500
         self.token_delay = 0.0
         self.cut_after = 2
+        self.report_usage = True
         self.requests: list[dict] = []
         self.hangups: list[float] = []
         self.finished_streams = 0
         self.release = threading.Event()  # set to end a "hang"
+
+    def usage(self) -> dict:
+        return {"prompt_tokens": 10, "completion_tokens": len(self.tokens()), "total_tokens": 10 + len(self.tokens())}
 
     def tokens(self) -> list[str]:
         words = self.reply.split(" ")
@@ -64,6 +70,7 @@ class FakeUpstream:
                 body = json.loads(self.rfile.read(length))
                 body["_authorization"] = self.headers.get("Authorization")
                 upstream.requests.append(body)
+                self.body = body
                 if upstream.fault == "hang":
                     upstream.release.wait(60)
                     return self._close()
@@ -71,12 +78,15 @@ class FakeUpstream:
                     return self._json(upstream.status, {"error": {"message": "fault"}})
                 if body.get("stream"):
                     return self._stream()
-                return self._json(200, {
+                reply = {
                     "id": "chatcmpl-test",
                     "object": "chat.completion",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": upstream.reply},
                                  "finish_reason": "stop"}],
-                })
+                }
+                if upstream.report_usage:
+                    reply["usage"] = upstream.usage()
+                return self._json(200, reply)
 
             def _json(self, status, payload):
                 data = json.dumps(payload).encode()
@@ -118,6 +128,9 @@ class FakeUpstream:
                         if upstream.token_delay and self._client_gone(upstream.token_delay):
                             return
                         self._event({"choices": [{"index": 0, "delta": {"content": token}}]})
+                    wants_usage = (self.body.get("stream_options") or {}).get("include_usage")
+                    if upstream.report_usage and wants_usage:
+                        self._event({"choices": [], "usage": upstream.usage()})
                     if upstream.fault != "no_done":
                         self._event(b"[DONE]")
                     upstream.finished_streams += 1

@@ -136,7 +136,7 @@ def test_cursor_pagination_returns_every_conversation_exactly_once(app, client, 
 ])
 def test_cursor_pagination_survives_conversations_with_the_same_updated_at(app, client, monkeypatch, limit, timestamps):
     clock = iter(timestamps)
-    monkeypatch.setattr(storage, "now_ms", lambda: next(clock))
+    app.extensions["storage"].clock = lambda: next(clock) / 1000
     ids = add_conversations(app, len(timestamps))
     pages = walk_pages(client, limit)
     seen = [s for page in pages for s in page["conversations"]]

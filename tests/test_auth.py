@@ -184,8 +184,8 @@ def test_rate_limit_window_resets(make_app):
 def test_rate_limit_keys_expire_so_idle_ips_leave_nothing(make_app, redis_client):
     client = make_app(RATE_LIMIT_WINDOW_MS="60000").test_client()
     client.post("/v1/chat", json=BODY, headers={"X-Api-Key": WIDGET_KEY})
-    keys = [k for k in redis_client.keys("*") if "ratelimit" in k]
-    assert keys == ["ocw:ratelimit:127.0.0.1"]
+    keys = [k for k in redis_client.keys("*") if ":ip:" in k]
+    assert keys == ["ocw:{admission}:ip:127.0.0.1"]
     assert 0 < redis_client.pttl(keys[0]) <= 60000
 
 
@@ -209,7 +209,7 @@ def test_with_one_trusted_proxy_the_last_forwarded_hop_is_the_client(make_app, r
     assert from_client("203.0.113.1") == 200
     assert from_client("203.0.113.1", spoofed="7.7.7.7") == 429
     assert from_client("203.0.113.2") == 200
-    assert "ocw:ratelimit:203.0.113.1" in redis_client.keys("*")
+    assert "ocw:{admission}:ip:203.0.113.1" in redis_client.keys("*")
 
 
 def test_rate_limit_does_not_apply_to_admin_or_public_routes(make_app):

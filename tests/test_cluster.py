@@ -113,7 +113,7 @@ def test_chat_stream_and_admin_routes_work_on_redis_cluster(cluster_client, upst
 
 def test_rate_limit_is_shared_on_redis_cluster(make_app, cluster_url):
     app = make_app(REDIS_URL=cluster_url, REDIS_PREFIX="cl-rl", RATE_LIMIT_MAX_REQUESTS="2")
-    app.extensions["storage"].client.delete("cl-rl:ratelimit:127.0.0.1")
+    app.extensions["storage"].client.delete(app.extensions["storage"].keys.client_requests("127.0.0.1"))
     clients = [app.test_client(), make_app(REDIS_URL=cluster_url, REDIS_PREFIX="cl-rl").test_client()]
     statuses = [chat(clients[i % 2], "rl").status_code for i in range(3)]
     assert statuses == [200, 200, 429]

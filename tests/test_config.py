@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from config import ConfigError, load_settings
+from config import ConfigError, Limits, load_settings
 from tests.conftest import ADMIN_KEY, WIDGET_KEY
 
 GOOD = {"WIDGET_API_KEY": WIDGET_KEY, "ADMIN_API_KEY": ADMIN_KEY, "OPENAI_API_KEY": "sk-test"}
@@ -24,7 +24,11 @@ def test_defaults_of_a_minimal_production_configuration():
     assert settings.openai_model == "gpt-4.1-mini"
     assert settings.max_history_messages == 30 and settings.max_output_tokens is None
     assert settings.llm_timeout_seconds == 60 and settings.heartbeat_seconds == 15
-    assert (settings.rate_limit_window_ms, settings.rate_limit_max_requests) == (60000, 30)
+    assert settings.limits == Limits(
+        window_ms=60000, max_requests=30, session_window_ms=3600_000, session_max_messages=60,
+        daily_max_requests=0, daily_max_tokens=0,
+    )
+    assert settings.max_history_chars == 24000 and settings.stream_usage
     assert settings.trusted_proxy_count == 0 and settings.cors_origins == ()
 
 

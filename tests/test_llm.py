@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm import DemoResponder, OpenAIClient, UpstreamError, UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
+from llm import Completion, DemoResponder, OpenAIClient, UpstreamError, UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
 
 PROMPT = [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]
 
@@ -20,10 +20,28 @@ def test_stream_yields_each_delta_untrimmed(model, upstream):
     assert upstream.requests[-1]["stream"] is True
 
 
-def test_complete_returns_the_message_content(model, upstream):
+def test_complete_returns_the_message_content_and_reported_tokens(model, upstream):
     upstream.reply = "whole answer"
-    assert model.complete(PROMPT) == "whole answer"
+    assert model.complete(PROMPT) == Completion("whole answer", 2)
     assert upstream.requests[-1]["stream"] is False
+    upstream.report_usage = False
+    assert model.complete(PROMPT) == Completion("whole answer", None)
+
+
+def test_stream_asks_for_usage_and_reports_output_tokens(model, upstream):
+    upstream.reply = "a b c"
+    with model.stream(PROMPT) as reply:
+        assert "".join(reply) == "a b c"
+    assert upstream.requests[-1]["stream_options"] == {"include_usage": True}
+    assert reply.output_tokens == 3
+
+
+def test_stream_usage_request_can_be_switched_off(upstream):
+    model = OpenAIClient(upstream.url, "sk-test", "m", timeout_seconds=1.0, stream_usage=False)
+    with model.stream(PROMPT) as reply:
+        list(reply)
+    assert "stream_options" not in upstream.requests[-1]
+    assert reply.output_tokens is None
 
 
 @pytest.mark.parametrize("fault, error", [
@@ -90,4 +108,4 @@ def test_demo_responder_streams_a_labelled_answer_word_by_word():
     text = "".join(deltas)
     assert len(deltas) > 5
     assert text.startswith("[Demo mode") and '"hi"' in text
-    assert demo.complete(PROMPT) == text
+    assert demo.complete(PROMPT) == Completion(text, None)

@@ -41,7 +41,10 @@ KEY_BUILDERS = [
     ("messages", (CONVERSATION_ID,)),
     ("session", ("session-1",)),
     ("index", ()),
-    ("rate_limit", ("203.0.113.9",)),
+    ("client_requests", ("203.0.113.9",)),
+    ("session_messages", ("session-1",)),
+    ("daily_requests", ("2026-11-27",)),
+    ("daily_tokens", ("2026-11-27",)),
 ]
 
 
@@ -190,3 +193,10 @@ def test_a_chat_turn_costs_the_same_redis_commands_whatever_the_history_length(a
     assert sum(costs["short"].values()) == sum(costs["long"].values())
     assert "keys" not in costs["long"] and "scan" not in costs["long"]
     assert turns.get_conversation(turns.conversation_for_session("long"))[0]["messageCount"] == 202
+
+
+def test_admission_counters_share_one_hash_tag_so_one_script_can_check_them_all():
+    keys = storage.Keys("ocw")
+    admission = [keys.client_requests("203.0.113.9"), keys.session_messages("s-1"),
+                 keys.daily_requests("2026-11-27"), keys.daily_tokens("2026-11-27")]
+    assert {key_slot(key.encode()) for key in admission} == {key_slot(b"{admission}")}

@@ -1,0 +1,57 @@
+"""What a valid chat request body is."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+MAX_MESSAGE_CHARS = 4000
+SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    session_id: str
+    message: str  # trimmed
+
+
+class InvalidBody(Exception):
+    """The body broke a rule; details name each bad field."""
+
+    def __init__(self, details: dict):
+        super().__init__(details)
+        self.details = details
+
+
+def parse(raw: bytes) -> ChatTurn:
+    """The turn described by a JSON body, or InvalidBody naming what is wrong.
+
+    The body is parsed whatever the Content-Type says, so clients that omit or mislabel it
+    still work; other fields are ignored.
+    """
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # invalid JSON or UTF-8, or absurd nesting
+        body = None
+    if not isinstance(body, dict):
+        raise InvalidBody({"body": "must be a JSON object"})
+    details = {}
+    session_id, message = body.get("sessionId"), body.get("message")
+    if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
+        details["sessionId"] = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
+    if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE_CHARS:
+        details["message"] = f"must be a string of 1-{MAX_MESSAGE_CHARS} characters, not only whitespace"
+    elif not is_unicode_text(message):
+        details["message"] = "must be valid Unicode text (no lone surrogates)"
+    if details:
+        raise InvalidBody(details)
+    return ChatTurn(session_id, message.strip())
+
+
+def is_unicode_text(text: str) -> bool:
+    """False for strings JSON can carry but UTF-8 cannot (lone surrogates like "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

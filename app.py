@@ -194,12 +194,13 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
     stored = False
     try:
         with model.stream(prompt) as reply:
-            for delta in reply.with_heartbeats(heartbeat_seconds):
-                if delta is None:
+            for batch in reply.batches(heartbeat_seconds):
+                if not batch:
                     yield ndjson(type="ping")
                     continue
-                parts.append(delta)
-                yield ndjson(type="token", token=delta)
+                parts.extend(batch)
+                # Tokens that arrived together leave in one write, each on its own line.
+                yield b"".join(ndjson(type="token", token=delta) for delta in batch)
         text = final_text("".join(parts))
         tokens = reply.output_tokens if reply.output_tokens is not None else estimate_tokens("".join(parts))
         turns.append_message(conversation_id, session_id, "assistant", text, output_tokens=tokens)

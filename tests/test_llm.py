@@ -80,19 +80,28 @@ def test_slow_drip_within_the_timeout_is_not_a_timeout(model, upstream):
         assert "".join(reply) == "a b c d"
 
 
-def test_heartbeats_mark_silence_between_deltas(model, upstream):
+def test_empty_batches_mark_silence_between_deltas(model, upstream):
     upstream.reply = "a b"
     upstream.token_delay = 0.25
     with model.stream(PROMPT) as reply:
-        items = list(reply.with_heartbeats(0.1))
-    assert [i for i in items if i is not None] == ["a", " b"]
-    assert items.count(None) >= 2
+        batches = list(reply.batches(0.1))
+    assert [delta for batch in batches for delta in batch] == ["a", " b"]
+    assert batches.count([]) >= 2
 
 
-def test_heartbeats_pass_upstream_errors_through(model, upstream):
+def test_deltas_that_arrive_together_are_handed_over_together(model, upstream):
+    upstream.reply = " ".join(["t"] * 300)
+    with model.stream(PROMPT) as reply:
+        batches = list(reply.batches(5))
+    assert "".join(delta for batch in batches for delta in batch) == upstream.reply
+    assert len(batches) < 300  # a fast upstream's tokens are not handed over one by one
+    assert all(0 < len(batch) <= 256 for batch in batches)
+
+
+def test_batches_pass_upstream_errors_through(model, upstream):
     upstream.fault = "no_done"
     with pytest.raises(UpstreamProtocolError), model.stream(PROMPT) as reply:
-        list(reply.with_heartbeats(0.1))
+        list(reply.batches(0.1))
 
 
 def test_all_upstream_errors_share_one_base_with_a_status():

@@ -27,6 +27,7 @@ from redis.cluster import RedisCluster
 
 LAST_MESSAGE_CHARS = 500
 DAY_MS = 24 * 3600 * 1000
+MAX_CONNECTIONS = 50  # per worker process (and per node on a cluster)
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CURSOR = re.compile(r"([0-9]{1,16}):([A-Za-z0-9_-]{1,64})")
 
@@ -159,13 +160,26 @@ class InvalidCursor(ValueError):
 
 def connect(url: str, tls_verify: bool = True) -> redis.Redis | RedisCluster:
     """A client for url; redis+cluster:// gives a cluster client. Fails fast when Redis is down."""
-    options = dict(decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
+    options = dict(
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        # A bounded pool that waits (up to `timeout` s) for a free connection: a burst of a
+        # thousand requests on one worker would otherwise open a thousand connections at once
+        # and overflow Redis's accept backlog. Each use is a sub-millisecond round trip.
+        max_connections=MAX_CONNECTIONS,
+        timeout=5,
+    )
     if url.startswith("rediss://") and not tls_verify:
         # Heroku Redis presents a self-signed certificate. Only valid for TLS URLs.
         options["ssl_cert_reqs"] = None
     if url.startswith("redis+cluster://"):
-        return RedisCluster.from_url("redis://" + url[len("redis+cluster://"):], **options)
-    return redis.Redis.from_url(url, **options)
+        return RedisCluster.from_url(
+            "redis://" + url[len("redis+cluster://"):],
+            connection_pool_class=redis.BlockingConnectionPool,
+            **options,
+        )
+    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **options))
 
 
 class Storage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -150,3 +151,28 @@ def test_concurrent_sessions_keep_their_messages_apart(start_gunicorn, upstream)
         messages = thread_of(server.url, f"sess-{i}")["messages"]
         assert [m["content"] for m in messages if m["role"] == "user"] == [f"sess-{i}/{t}" for t in range(5)]
         assert [m["role"] for m in messages] == ["user", "assistant"] * 5
+
+
+def test_a_burst_of_simultaneous_streams_on_one_worker_all_succeed(start_gunicorn, upstream):
+    import asyncio
+
+    import aiohttp
+
+    server = start_gunicorn(WEB_CONCURRENCY="1")
+    upstream.reply = "a b c"
+    upstream.token_delay = 0.2
+
+    async def burst(count):
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, headers=CHAT) as session:
+
+            async def one(i):
+                body = {"sessionId": f"burst-{i}", "message": "hi"}
+                async with session.post(server.url + "/v1/chat/stream", json=body) as response:
+                    lines = [json.loads(line) async for line in response.content if line.strip()]
+                    return response.status, lines[-1]["type"], lines[-1].get("error")
+
+            return await asyncio.gather(*(one(i) for i in range(count)))
+
+    results = asyncio.run(burst(600))
+    assert Counter(results) == Counter({(200, "done", None): 600})

@@ -258,19 +258,21 @@ class Storage:
         history: int = 0,
         interrupted: bool = False,
         output_tokens: int = 0,
+        pipeline=None,
     ) -> list[dict]:
         """Store a message and return the newest `history` messages (one round trip).
 
         A user message creates the conversation if needed; an assistant message is dropped if
         the conversation was deleted while the reply was being generated. output_tokens are
-        added to the day's spending in the same round trip.
+        added to the day's spending in the same round trip. Given a pipeline, the commands are
+        only queued on it (bulk writes: the caller executes it) and nothing is returned.
         """
         created_at = self.now_ms()
         message = {"_id": new_id(), "role": role, "content": content, "createdAt": created_at}
         if interrupted:
             message["interrupted"] = True
         creates = role == "user"
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False) if pipeline is None else pipeline
         self._run(
             pipe,
             APPEND_SCRIPT,
@@ -291,6 +293,8 @@ class Storage:
             day, until_tomorrow_ms = self.utc_day()
             pipe.incrby(self.keys.daily_tokens(day), output_tokens)
             pipe.pexpire(self.keys.daily_tokens(day), until_tomorrow_ms + DAY_MS)
+        if pipeline is not None:
+            return []
         recent = pipe.execute()[0]
         return [json.loads(item) for item in recent or []]
 

@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-import storage
 from tests.conftest import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_headers
 
 LIST = "/v1/admin/conversations"

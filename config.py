@@ -1,6 +1,7 @@
 """Settings read from the environment, validated all at once."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -9,6 +10,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a concise and helpful AI assistant embedded in a support chat widget."
 )
 MIN_KEY_LENGTH = 24
+DAY_MS = 24 * 3600 * 1000
 
 
 class ConfigError(Exception):
@@ -57,6 +59,8 @@ class Settings:
     limits: Limits
     trusted_proxy_count: int
     data_dir: str
+    retention_ms: int | None  # conversations idle longer than this expire; None keeps them
+    log_format: str  # 'text' or 'json'
 
     @property
     def production(self) -> bool:
@@ -97,6 +101,8 @@ class _Reader:
         try:
             value = kind(raw)
         except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):  # float() also reads "nan" and "inf"
             self.problems.append(f"{name} must be a number")
             return default
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
@@ -146,6 +152,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if bad_origins:
         read.problems.append("CORS_ORIGIN entries must be '*' or origins like https://example.com")
 
+    retention_days = read.number("CONVERSATION_RETENTION_DAYS", None, kind=float, minimum=0, maximum=36500)
+    if retention_days == 0:
+        read.problems.append("CONVERSATION_RETENTION_DAYS must be more than 0 (unset keeps conversations forever)")
+    log_format = (read.text("LOG_FORMAT", "text")).lower()
+    if log_format not in ("text", "json"):
+        read.problems.append("LOG_FORMAT must be 'text' or 'json'")
+
     settings = Settings(
         env=env,
         widget_keys=widget_keys,
@@ -174,6 +187,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         trusted_proxy_count=read.number("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10),
         data_dir=os.path.abspath(read.text("DATA_DIR", "data")),
+        # Fractions are allowed, so tests can use a retention of seconds (0.00005 days = 4.32 s).
+        retention_ms=max(1, round(retention_days * DAY_MS)) if retention_days else None,
+        log_format=log_format,
     )
     if read.problems:
         raise ConfigError(read.problems)

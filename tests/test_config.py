@@ -96,3 +96,34 @@ def test_gunicorn_refuses_the_same_key_in_both_roles(start_gunicorn):
     assert server.process.wait(timeout=60) != 0
     assert "must not share a key" in server.output()
     assert WIDGET_KEY not in server.output()
+
+
+# ---- retention and log format --------------------------------------------------------------
+
+def test_retention_is_unset_by_default_and_logs_are_text():
+    settings = load_settings(GOOD)
+    assert settings.retention_ms is None
+    assert settings.log_format == "text"
+
+
+@pytest.mark.parametrize("days, ms", [("30", 30 * 86_400_000), ("0.5", 43_200_000), ("0.00005", 4320)])
+def test_retention_days_may_be_fractional_so_tests_can_use_seconds(days, ms):
+    assert load_settings({**GOOD, "CONVERSATION_RETENTION_DAYS": days}).retention_ms == ms
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("CONVERSATION_RETENTION_DAYS", "0"),
+    ("CONVERSATION_RETENTION_DAYS", "-1"),
+    ("CONVERSATION_RETENTION_DAYS", "a week"),
+    ("CONVERSATION_RETENTION_DAYS", "nan"),
+    ("CONVERSATION_RETENTION_DAYS", "inf"),
+    ("LLM_TIMEOUT_SECONDS", "nan"),
+    ("LOG_FORMAT", "xml"),
+])
+def test_bad_retention_log_format_or_non_finite_numbers_are_refused(variable, value):
+    assert variable in problems({**GOOD, variable: value})
+
+
+@pytest.mark.parametrize("value", ["json", "JSON", " text "])
+def test_log_format_is_text_or_json_in_any_case(value):
+    assert load_settings({**GOOD, "LOG_FORMAT": value}).log_format == value.strip().lower()

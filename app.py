@@ -14,10 +14,11 @@ import auth
 import cors
 import embedded_redis
 import errors
+import ops
 import storage
 from config import Settings, load_settings
 from errors import json_error
-from chat_request import ChatTurn
+from chat_request import SESSION_ID, SESSION_ID_RULE, ChatTurn
 from llm import DemoResponder, OpenAIClient, UpstreamError, estimate_tokens
 
 ROOT = Path(__file__).resolve().parent
@@ -42,7 +43,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
 
     redis_url = settings.redis_url or embedded_redis.ensure_running(settings.data_dir)
     client = storage.connect(redis_url, tls_verify=settings.redis_tls_verify)
-    app.extensions["storage"] = storage.Storage(client, settings.redis_prefix)
+    app.extensions["storage"] = storage.Storage(client, settings.redis_prefix, retention_ms=settings.retention_ms)
     app.extensions["model"] = make_model(settings)
     app.extensions["widget_keys"] = auth.KeyRing(settings.widget_keys)
     app.extensions["admin_keys"] = auth.KeyRing(settings.admin_keys)
@@ -53,6 +54,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(public)
     app.register_blueprint(chat)
     app.register_blueprint(admin)
+    app.register_blueprint(ops.routes)
     return app
 
 
@@ -151,6 +153,7 @@ def chat_reply():
     try:
         completion = current_app.extensions["model"].complete(prompt)
     except UpstreamError as exc:
+        store().count("upstreamErrors")
         return json_error(exc.status_code, str(exc))
     reply = final_text(completion.text)
     tokens = completion.output_tokens if completion.output_tokens is not None else estimate_tokens(completion.text)
@@ -207,6 +210,7 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
         stored = True
         yield ndjson(type="done", message=text, conversationId=conversation_id)
     except UpstreamError as exc:
+        turns.count("upstreamErrors")
         yield ndjson(type="error", error=str(exc))
     except storage.UNAVAILABLE:
         logger.error("Redis unavailable while storing a reply")
@@ -241,11 +245,23 @@ def list_conversations():
     limit = int(raw_limit) if LIMIT.fullmatch(raw_limit) else 0
     if not 1 <= limit <= 200:
         return json_error(400, "Invalid query", details={"limit": "must be an integer from 1 to 200"})
+    session_id = request.args.get("sessionId")
+    if session_id is not None:
+        return session_conversation(session_id)
     try:
         page = store().list_conversations(limit, request.args.get("cursor") or None)
     except storage.InvalidCursor:
         return json_error(400, "Invalid query", details={"cursor": "must be a nextCursor from a previous page"})
     return jsonify(conversations=page.conversations, total=page.total, nextCursor=page.next_cursor)
+
+
+def session_conversation(session_id: str):
+    """The listing filtered to one session: its conversation, or none."""
+    if not SESSION_ID.fullmatch(session_id):
+        return json_error(400, "Invalid query", details={"sessionId": SESSION_ID_RULE})
+    found = store().session_conversation(session_id)
+    conversations = [found] if found else []
+    return jsonify(conversations=conversations, total=len(conversations), nextCursor=None)
 
 
 @admin.get("/conversations/<conversation_id>")
@@ -259,6 +275,6 @@ def get_conversation(conversation_id: str):
 
 @admin.delete("/conversations/<conversation_id>")
 def delete_conversation(conversation_id: str):
-    if not store().delete_conversation(conversation_id):
+    if not ops.delete_conversation(conversation_id):
         return json_error(404, "Conversation not found")
     return "", 204

@@ -21,7 +21,8 @@ def _digest(key: str) -> bytes:
 
 
 def fingerprint(key: str | None) -> str:
-    """A short, non-reversible label of a presented key for logs (first 8 hex of its SHA-256)."""
+    """A short, non-reversible label of a presented key (or a session id) for logs: the first
+    8 hex characters of its SHA-256."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8] if key else "none"
 
 
@@ -99,7 +100,7 @@ def chat_guard():
     key_ok = current_app.extensions["widget_keys"].accepts(presented)
     turn, refusal = _read_turn() if key_ok and request.method == "POST" else (None, None)
     admission = current_app.extensions["storage"].admit(
-        client_ip(), turn.session_id if turn else None, settings.limits
+        client_ip(), turn.session_id if turn else None, settings.limits, key_valid=key_ok
     )
     retry_after = {"Retry-After": str(max(1, math.ceil(admission.retry_after_ms / 1000)))}
     if admission.verdict == "ip":
@@ -123,5 +124,7 @@ def admin_guard():
         return json_error(503, "ADMIN_API_KEY is not configured on this deployment")
     presented = presented_key(("X-Admin-Api-Key",))
     if not keys.accepts(presented):
+        # Chat 401s are counted by the admission script; admin ones cost this one write.
+        current_app.extensions["storage"].count("unauthorized")
         return _unauthorized(presented)
     return None

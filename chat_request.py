@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 MAX_MESSAGE_CHARS = 4000
 SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+SESSION_ID_RULE = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def parse(raw: bytes) -> ChatTurn:
     details = {}
     session_id, message = body.get("sessionId"), body.get("message")
     if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
-        details["sessionId"] = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
+        details["sessionId"] = SESSION_ID_RULE
     if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE_CHARS:
         details["message"] = f"must be a string of 1-{MAX_MESSAGE_CHARS} characters, not only whitespace"
     elif not is_unicode_text(message):

@@ -34,6 +34,7 @@ def _refuse_foreign_origins():
         return current_app.response_class(status=204)
     if origin and request.method not in SAFE_METHODS and not origin_allowed(origin):
         current_app.logger.warning("403 %s %s from origin not allowed", request.method, request.path)
+        current_app.extensions["storage"].count("refusedOrigins")
         return json_error(403, "Origin not allowed")
     return None
 

@@ -9,25 +9,48 @@ Layout (P = REDIS_PREFIX):
   P:{admission}:session:<sessionId>    messages of a session in its current window
   P:{admission}:requests:<YYYY-MM-DD>  chat turns of the deployment on that UTC day
   P:{admission}:tokens:<YYYY-MM-DD>    output tokens of the deployment on that UTC day
+  P:{admission}:count:<name>:<YYYY-MM-DDTHH>  events of one kind (COUNTERS) in that UTC hour
+  P:{messages}:total     string messages stored, all conversations together
+  P:{messages}:counts    hash   messages counted per conversation id, so deleting or sweeping a
+                                conversation whose data has already expired still subtracts them
 The two per-conversation keys share the hash tag {id}, and the admission counters share
-{admission}, so every Lua script touches a single slot: atomic on a single Redis, valid on
-Redis Cluster. All counters expire on their own.
+{admission} (the hourly counts too, so the admission script counts requests, 401s and 429s in
+its own atomic step), so every Lua script touches a single slot: atomic on a single Redis,
+valid on Redis Cluster. All counters expire on their own.
+
+Retention (CONVERSATION_RETENTION_DAYS): every message sets the conversation's keys and its
+session mapping to expire that long after it. The index cannot expire per member, so the
+operations that read it as a whole (listing, export, stats) first sweep out the entries idle
+for longer than the retention, oldest first: a cost proportional to what is removed.
 """
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 import redis
 from redis.cluster import RedisCluster
 
 LAST_MESSAGE_CHARS = 500
-DAY_MS = 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
+DAY_MS = 24 * HOUR_MS
 MAX_CONNECTIONS = 50  # per worker process (and per node on a cluster)
+HOUR_FORMAT = "%Y-%m-%dT%H"
+# Hourly counts are read for the last 25 hours (see stats); 26 h of life covers that.
+HOURLY_COUNT_LIFETIME_MS = 26 * HOUR_MS
+# What the service counts per hour: chat-route requests, model output tokens of replies, 401s,
+# 429s, 403s for a foreign Origin, and replies that failed upstream.
+COUNTERS = ("chatRequests", "outputTokens", "unauthorized", "rateLimited", "refusedOrigins", "upstreamErrors")
+BATCH = 100  # conversations per round trip when sweeping, purging or exporting
+# An index entry without its hash is removed only once it is this old: a cluster pipeline may
+# write the index entry of a new conversation a moment before the conversation itself.
+ORPHAN_GRACE_MS = 60 * 1000
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CURSOR = re.compile(r"([0-9]{1,16}):([A-Za-z0-9_-]{1,64})")
 
@@ -69,31 +92,49 @@ class Keys:
     def daily_tokens(self, day: str) -> str:
         return f"{self.prefix}:{{admission}}:tokens:{day}"
 
+    def hourly_count(self, name: str, hour: str) -> str:
+        return f"{self.prefix}:{{admission}}:count:{name}:{hour}"
+
+    def message_total(self) -> str:
+        return f"{self.prefix}:{{messages}}:total"
+
+    def message_counts(self) -> str:
+        return f"{self.prefix}:{{messages}}:counts"
+
 
 # Decides whether a chat request may go on, in one atomic step, in this order:
 #   1. the client IP's window (every request counts, even one refused later);
-#   2. only for a turn (ARGV[3] = '1'): the session's window, then the daily budgets;
-#   3. an admitted turn is counted in the session window and the day's requests.
+#   2. the key (ARGV[9] = '1' when the request carries a valid widget key);
+#   3. only for a turn (ARGV[3] = '1'): the session's window, then the daily budgets;
+#   4. an admitted turn is counted in the session window and the day's requests.
 # Windows start with their first request and expire with it, so idle IPs and sessions leave
-# nothing behind; daily counters carry the date and expire a day after it.
+# nothing behind; daily counters carry the date and expire a day after it. The request, and
+# a refusal (401 or 429), are added to this hour's counts (KEYS[5..7]) in the same step.
 # ARGV: ip window ms, ip max, turn, session window ms, session max, daily max requests,
-#       daily max tokens (0 = unlimited), daily counter lifetime ms.
-# Returns {verdict, ms until the refusing window resets}; verdict 'ok', 'ip', 'session', 'budget'.
+#       daily max tokens (0 = unlimited), daily counter lifetime ms, key valid, hourly lifetime ms.
+# Returns {verdict, ms until the refusing window resets}; verdict 'ok', 'ip', 'key', 'session'
+# or 'budget'.
 ADMIT_SCRIPT = """
 local function count(key, window_ms)
   local n = redis.call('INCR', key)
   if n == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, window_ms) end
   return n
 end
-if count(KEYS[1], ARGV[1]) > tonumber(ARGV[2]) then return {'ip', redis.call('PTTL', KEYS[1])} end
+local function refuse(verdict, counter, retry_ms)
+  count(counter, ARGV[10])
+  return {verdict, retry_ms}
+end
+count(KEYS[5], ARGV[10])
+if count(KEYS[1], ARGV[1]) > tonumber(ARGV[2]) then return refuse('ip', KEYS[7], redis.call('PTTL', KEYS[1])) end
+if ARGV[9] ~= '1' then return refuse('key', KEYS[6], 0) end
 if ARGV[3] ~= '1' then return {'ok', 0} end
 if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[5]) then
-  return {'session', redis.call('PTTL', KEYS[2])}
+  return refuse('session', KEYS[7], redis.call('PTTL', KEYS[2]))
 end
 local max_requests, max_tokens = tonumber(ARGV[6]), tonumber(ARGV[7])
 if (max_requests > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= max_requests)
     or (max_tokens > 0 and tonumber(redis.call('GET', KEYS[4]) or '0') >= max_tokens) then
-  return {'budget', 0}
+  return refuse('budget', KEYS[7], 0)
 end
 count(KEYS[2], ARGV[4])
 count(KEYS[3], ARGV[8])
@@ -102,13 +143,18 @@ return {'ok', 0}
 
 # The session's conversation id: the candidate if this call created the mapping, else the
 # existing one. Two simultaneous first requests of a session therefore agree on one id.
+# ARGV[2]: the retention in ms ('0' = none), so a mapping never outlives it.
 RESOLVE_SESSION_SCRIPT = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return ARGV[1] end
+local created
+if ARGV[2] == '0' then created = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+else created = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) end
+if created then return ARGV[1] end
 return redis.call('GET', KEYS[1])
 """
 
 # Appends one message and updates the summary in one atomic step.
-# ARGV: id, sessionId, now, message JSON, lastMessage, history count, create (1/0).
+# ARGV: id, sessionId, now, message JSON, lastMessage, history count, create (1/0), retention
+# ms ('0' = keep forever: a conversation kept under an earlier retention is kept from now on).
 # With create=0 a missing conversation (deleted meanwhile) is not brought back; returns false.
 # Returns the newest <history count> messages, including the new one.
 APPEND_SCRIPT = """
@@ -118,6 +164,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local count = redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('HSET', KEYS[1], 'updatedAt', ARGV[3], 'lastMessage', ARGV[5], 'messageCount', count)
+for i = 1, 2 do
+  if ARGV[8] == '0' then redis.call('PERSIST', KEYS[i]) else redis.call('PEXPIRE', KEYS[i], ARGV[8]) end
+end
 local history = tonumber(ARGV[6])
 if history > 0 then return redis.call('LRANGE', KEYS[2], -history, -1) end
 return {}
@@ -137,12 +186,31 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Counts one stored message of conversation ARGV[1] in the totals: always for a message that
+# may create the conversation (ARGV[2] = '1'), else only while the conversation is counted, so
+# a reply stored after its conversation was deleted adds nothing.
+COUNT_MESSAGE_SCRIPT = """
+if ARGV[2] == '1' or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+  redis.call('INCR', KEYS[2])
+end
+"""
+
+# Takes the messages counted for the conversations ARGV off the total and forgets them.
+FORGET_MESSAGES_SCRIPT = """
+local sum = 0
+for _, n in ipairs(redis.call('HMGET', KEYS[1], unpack(ARGV))) do sum = sum + (tonumber(n) or 0) end
+redis.call('HDEL', KEYS[1], unpack(ARGV))
+if sum > 0 then redis.call('DECRBY', KEYS[2], sum) end
+return sum
+"""
+
 
 @dataclass(frozen=True)
 class Admission:
     """The verdict on one chat request, and what was learnt on the way."""
 
-    verdict: str  # 'ok', 'ip', 'session' or 'budget'
+    verdict: str  # 'ok', 'ip', 'key', 'session' or 'budget'
     retry_after_ms: int
     conversation_id: str | None  # the session's conversation, if it already has one
 
@@ -183,15 +251,20 @@ def connect(url: str, tls_verify: bool = True) -> redis.Redis | RedisCluster:
 
 
 class Storage:
-    """Conversations, messages, session mappings and rate-limit counters in Redis."""
+    """Conversations, messages, session mappings, rate-limit counters and hourly counts in Redis."""
 
-    def __init__(self, client, prefix: str, clock=time.time):
+    def __init__(self, client, prefix: str, clock=time.time, retention_ms: int | None = None):
         self.client = client
         self.keys = Keys(prefix)
         self.clock = clock  # seconds since the epoch; replaceable to test the day rollover
+        self.retention_ms = retention_ms  # None: conversations are kept until deleted
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def utc_hour(self) -> str:
+        """This UTC hour as YYYY-MM-DDTHH, the name of its hourly counts."""
+        return datetime.fromtimestamp(self.clock(), timezone.utc).strftime(HOUR_FORMAT)
 
     def utc_day(self) -> tuple[str, int]:
         """Today's UTC date as YYYY-MM-DD, and the ms left until the next UTC day."""
@@ -212,12 +285,14 @@ class Storage:
     def ping(self) -> bool:
         return bool(self.client.ping())
 
-    def admit(self, client_ip: str, session_id: str | None, limits) -> Admission:
+    def admit(self, client_ip: str, session_id: str | None, limits, key_valid: bool = True) -> Admission:
         """Count a chat request against its IP window and, for a turn of session_id, against
         the session's window and the daily budgets; look up the session's conversation in the
-        same round trip. session_id is None when the request is not a valid turn.
+        same round trip. session_id is None when the request is not a valid turn. The request
+        and its refusal, if any, go into this hour's counts.
         """
         day, until_tomorrow_ms = self.utc_day()
+        hour = self.utc_hour()
         pipe = self.client.pipeline(transaction=False)
         self._run(
             pipe,
@@ -227,6 +302,9 @@ class Storage:
                 self.keys.session_messages(session_id or ""),
                 self.keys.daily_requests(day),
                 self.keys.daily_tokens(day),
+                self.keys.hourly_count("chatRequests", hour),
+                self.keys.hourly_count("unauthorized", hour),
+                self.keys.hourly_count("rateLimited", hour),
             ],
             [
                 limits.window_ms,
@@ -237,6 +315,8 @@ class Storage:
                 limits.daily_max_requests,
                 limits.daily_max_tokens,
                 until_tomorrow_ms + DAY_MS,
+                "1" if key_valid else "0",
+                HOURLY_COUNT_LIFETIME_MS,
             ],
         )
         if session_id:
@@ -247,7 +327,9 @@ class Storage:
 
     def conversation_for_session(self, session_id: str) -> str:
         """The conversation id of session_id, created atomically on first use."""
-        return self._run(self.client, RESOLVE_SESSION_SCRIPT, [self.keys.session(session_id)], [new_id()])
+        return self._run(
+            self.client, RESOLVE_SESSION_SCRIPT, [self.keys.session(session_id)], [new_id(), self.retention_ms or 0]
+        )
 
     def append_message(
         self,
@@ -264,8 +346,10 @@ class Storage:
 
         A user message creates the conversation if needed; an assistant message is dropped if
         the conversation was deleted while the reply was being generated. output_tokens are
-        added to the day's spending in the same round trip. Given a pipeline, the commands are
-        only queued on it (bulk writes: the caller executes it) and nothing is returned.
+        added to the day's spending and this hour's count in the same round trip, and the
+        conversation and its session mapping are set to expire after the retention. Given a
+        pipeline, the commands are only queued on it (bulk writes: the caller executes it) and
+        nothing is returned.
         """
         created_at = self.now_ms()
         message = {"_id": new_id(), "role": role, "content": content, "createdAt": created_at}
@@ -285,14 +369,24 @@ class Storage:
                 content[:LAST_MESSAGE_CHARS],
                 history,
                 "1" if creates else "0",
+                self.retention_ms or 0,
             ],
         )
         # XX: a reply never re-adds a conversation that was deleted meanwhile.
         pipe.zadd(self.keys.index(), {conversation_id: created_at}, xx=not creates)
+        self._run(
+            pipe, COUNT_MESSAGE_SCRIPT, [self.keys.message_counts(), self.keys.message_total()],
+            [conversation_id, "1" if creates else "0"],
+        )
+        if self.retention_ms:
+            pipe.pexpire(self.keys.session(session_id), self.retention_ms)
+        else:
+            pipe.persist(self.keys.session(session_id))
         if output_tokens:
             day, until_tomorrow_ms = self.utc_day()
             pipe.incrby(self.keys.daily_tokens(day), output_tokens)
             pipe.pexpire(self.keys.daily_tokens(day), until_tomorrow_ms + DAY_MS)
+            self._add_to_count(pipe, "outputTokens", output_tokens)
         if pipeline is not None:
             return []
         recent = pipe.execute()[0]
@@ -300,6 +394,7 @@ class Storage:
 
     def list_conversations(self, limit: int, cursor: str | None = None) -> Page:
         """A page of summaries, newest updatedAt first, in O(log N + limit)."""
+        self.sweep()
         index = self.keys.index()
         pipe = self.client.pipeline(transaction=False)
         if cursor is None:
@@ -321,15 +416,30 @@ class Storage:
             entries = [(m, s) for m, s in ranges[0] if m < after_id] + ranges[1]
         entries = entries[: limit + 1]
         page, more = entries[:limit], len(entries) > limit
-        summaries = self._summaries([member for member, _ in page])
+        summaries = self._summaries(page)
         next_cursor = f"{int(page[-1][1])}:{page[-1][0]}" if more and page else None
         return Page(summaries, total, next_cursor)
 
-    def _summaries(self, conversation_ids: list[str]) -> list[dict]:
+    def _summaries(self, entries: list[tuple[str, float]]) -> list[dict]:
+        """Summaries of the listed (id, updatedAt) index entries whose conversation still exists.
+
+        Entries whose conversation is gone (expired or evicted) are skipped and removed.
+        """
         pipe = self.client.pipeline(transaction=False)
-        for conversation_id in conversation_ids:
+        for conversation_id, _ in entries:
             pipe.hgetall(self.keys.conversation(conversation_id))
-        return [summary_from_hash(h) for h in pipe.execute() if h]
+        found = pipe.execute()
+        missing = [(cid, score) for (cid, score), fields in zip(entries, found) if not fields]
+        orphans = [cid for cid, score in missing if score < self.now_ms() - ORPHAN_GRACE_MS]
+        if orphans:
+            self._delete(orphans)
+        return [summary_from_hash(fields) for fields in found if fields]
+
+    def session_conversation(self, session_id: str) -> dict | None:
+        """The summary of the session's conversation, or None if it has none."""
+        conversation_id = self.client.get(self.keys.session(session_id))
+        fields = self.client.hgetall(self.keys.conversation(conversation_id)) if conversation_id else None
+        return summary_from_hash(fields) if fields else None
 
     def get_conversation(self, conversation_id: str) -> tuple[dict, list[dict]] | None:
         """(summary, messages oldest first), or None if unknown."""
@@ -347,17 +457,140 @@ class Storage:
         """Remove a conversation, its messages, its session mapping and index entry."""
         if not CONVERSATION_ID.fullmatch(conversation_id):
             return False
-        session_id = self._run(
-            self.client,
-            DELETE_SCRIPT,
-            [self.keys.conversation(conversation_id), self.keys.messages(conversation_id)],
-        )
+        return self._delete([conversation_id])[0]
+
+    def _delete(self, conversation_ids: list[str]) -> list[bool]:
+        """Delete conversations and everything that points at them, in two round trips whatever
+        their number; for each, whether anything of it existed."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(self.keys.index(), conversation_id)
-        if session_id:
-            self._run(pipe, UNMAP_SESSION_SCRIPT, [self.keys.session(session_id)], [conversation_id])
-        removed_from_index = pipe.execute()[0]
-        return bool(session_id) or bool(removed_from_index)
+        for conversation_id in conversation_ids:
+            keys = [self.keys.conversation(conversation_id), self.keys.messages(conversation_id)]
+            self._run(pipe, DELETE_SCRIPT, keys)
+        sessions = pipe.execute()
+        pipe = self.client.pipeline(transaction=False)
+        for conversation_id in conversation_ids:
+            pipe.zrem(self.keys.index(), conversation_id)
+        self._run(pipe, FORGET_MESSAGES_SCRIPT, [self.keys.message_counts(), self.keys.message_total()], conversation_ids)
+        for conversation_id, session_id in zip(conversation_ids, sessions):
+            if session_id:
+                self._run(pipe, UNMAP_SESSION_SCRIPT, [self.keys.session(session_id)], [conversation_id])
+        in_index = pipe.execute()[: len(conversation_ids)]
+        return [bool(session_id) or bool(removed) for session_id, removed in zip(sessions, in_index)]
+
+    def erase_session(self, session_id: str) -> tuple[bool, str | None]:
+        """Delete everything stored for one end user: the session's conversation with its
+        messages, the session mapping and the session's message-quota counter.
+
+        Returns whether anything existed, and the id of the conversation the session had.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.session(session_id))
+        pipe.delete(self.keys.session(session_id))
+        pipe.delete(self.keys.session_messages(session_id))
+        conversation_id, *deleted = pipe.execute()
+        existed = any(deleted)
+        if conversation_id:
+            existed = self._delete([conversation_id])[0] or existed
+        return existed, conversation_id
+
+    def purge_idle(self, idle_before_ms: int) -> int:
+        """Delete every conversation last updated before idle_before_ms, oldest first, in
+        batches; the number of index entries removed (data already expired included)."""
+        removed = 0
+        while ids := self.client.zrangebyscore(self.keys.index(), "-inf", f"({idle_before_ms}", start=0, num=BATCH):
+            self._delete(ids)
+            removed += len(ids)
+        return removed
+
+    def sweep(self) -> int:
+        """Remove the conversations idle for longer than the retention (no-op without one)."""
+        return self.purge_idle(self.now_ms() - self.retention_ms) if self.retention_ms else 0
+
+    def export(self, updated_since: int = 0) -> Iterator[tuple[dict, list[dict]]]:
+        """(summary, messages) of every conversation updated at or after updated_since (ms),
+        least recently updated first, read BATCH conversations per round trip so that memory
+        stays flat whatever their number.
+
+        A conversation updated while the export runs moves to the end of the index, so it may
+        come twice (the later copy is newer); one deleted meanwhile may be missing.
+        """
+        self.sweep()
+        score, skip = updated_since, 0  # resume after the first `skip` entries scored `score`
+        while True:
+            entries = self.client.zrangebyscore(
+                self.keys.index(), score, "+inf", start=skip, num=BATCH, withscores=True
+            )
+            yield from self._threads([conversation_id for conversation_id, _ in entries])
+            if len(entries) < BATCH:
+                return
+            last = int(entries[-1][1])
+            ties = sum(1 for _, entry_score in entries if int(entry_score) == last)
+            skip = skip + ties if last == score else ties
+            score = last
+
+    def _threads(self, conversation_ids: list[str]) -> list[tuple[dict, list[dict]]]:
+        """(summary, messages) of each conversation that still exists, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for conversation_id in conversation_ids:
+            pipe.hgetall(self.keys.conversation(conversation_id))
+            pipe.lrange(self.keys.messages(conversation_id), 0, -1)
+        replies = pipe.execute()
+        return [
+            (summary_from_hash(fields), [json.loads(m) for m in messages])
+            for fields, messages in zip(replies[::2], replies[1::2])
+            if fields
+        ]
+
+    def count(self, name: str) -> None:
+        """Add one to this hour's count of name (one of COUNTERS).
+
+        Best effort: these counts describe refusals and failures, and losing one to a Redis
+        failure must not turn the answer being counted into a 503.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        self._add_to_count(pipe, name, 1)
+        try:
+            pipe.execute()
+        except UNAVAILABLE:
+            logging.getLogger(__name__).warning("Could not count %s: Redis unavailable", name)
+
+    def _add_to_count(self, pipe, name: str, amount: int) -> None:
+        key = self.keys.hourly_count(name, self.utc_hour())
+        pipe.incrby(key, amount)
+        pipe.pexpire(key, HOURLY_COUNT_LIFETIME_MS)
+
+    def stats(self) -> dict:
+        """Conversations and messages stored, and each of COUNTERS over the last hour and the
+        last day (see _window), in one round trip after the retention sweep."""
+        self.sweep()
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        hours = [(now - timedelta(hours=back)).strftime(HOUR_FORMAT) for back in range(25)]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(self.keys.index())
+        pipe.get(self.keys.message_total())
+        for name in COUNTERS:
+            # The counts share the {admission} slot, so one MGET reads them even on a cluster,
+            # whose pipelines refuse mget() but route a single-slot MGET command.
+            pipe.execute_command("MGET", *[self.keys.hourly_count(name, hour) for hour in hours])
+        conversations, messages, *hourly = pipe.execute()
+        into_hour = (now.minute * 60 + now.second + now.microsecond / 1e6) / 3600
+        per_name = [[int(count or 0) for count in counts] for counts in hourly]
+        return {
+            "conversations": conversations,
+            "messages": int(messages or 0),
+            "lastHour": {name: _window(counts, 1, into_hour) for name, counts in zip(COUNTERS, per_name)},
+            "lastDay": {name: _window(counts, 24, into_hour) for name, counts in zip(COUNTERS, per_name)},
+        }
+
+
+def _window(hourly: list[int], hours: int, into_hour: float) -> int:
+    """Events in the last `hours` hours, from hourly counts (newest first, this hour's so far).
+
+    The window covers this hour so far, the hours - 1 before it, and the part of the hour
+    before those that still lies inside the window; that oldest hour is taken pro rata,
+    assuming its events were spread evenly. Rounded to a whole number.
+    """
+    return round(sum(hourly[:hours]) + hourly[hours] * (1 - into_hour))
 
 
 def summary_from_hash(fields: dict) -> dict:

@@ -44,7 +44,7 @@ def test_invalid_chat_body_is_400_naming_the_field_and_stores_nothing(client, re
     assert response.status_code == 400
     assert response.get_json()["error"] == "Invalid request body"
     assert field in response.get_json()["details"]
-    assert all(key.startswith("ocw:{admission}:ip:") for key in redis_client.keys("*"))
+    assert all(key.startswith(("ocw:{admission}:ip:", "ocw:{admission}:count:")) for key in redis_client.keys("*"))
     assert upstream.requests == []
 
 

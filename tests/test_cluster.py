@@ -1,6 +1,7 @@
 """The service on a real 3-master Redis Cluster (REDIS_URL=redis+cluster://...)."""
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 
@@ -117,3 +118,23 @@ def test_rate_limit_is_shared_on_redis_cluster(make_app, cluster_url):
     clients = [app.test_client(), make_app(REDIS_URL=cluster_url, REDIS_PREFIX="cl-rl").test_client()]
     statuses = [chat(clients[i % 2], "rl").status_code for i in range(3)]
     assert statuses == [200, 200, 429]
+
+
+def test_export_erasure_stats_and_retention_work_on_redis_cluster(make_app, cluster_url, upstream):
+    app = make_app(REDIS_URL=cluster_url, REDIS_PREFIX="cl-ops", RATE_LIMIT_MAX_REQUESTS="1000")
+    client = app.test_client()
+    admin = {"X-Admin-Api-Key": ADMIN_KEY}
+    sessions = [f"ops-{i}" for i in range(15)]
+    for session in sessions:
+        assert chat(client, session).status_code == 200
+    lines = client.get("/v1/admin/export", headers=admin).get_data(as_text=True).splitlines()
+    assert sorted(json.loads(line)["conversation"]["sessionId"] for line in lines) == sorted(sessions)
+
+    assert client.delete(f"/v1/admin/sessions/{sessions[0]}", headers=admin).status_code == 204
+    assert client.get("/v1/admin/conversations", query_string={"sessionId": sessions[0]}, headers=admin).get_json()["total"] == 0
+    stats = client.get("/v1/admin/stats", headers=admin).get_json()
+    assert (stats["conversations"], stats["messages"]) == (14, 28)
+    assert stats["lastHour"]["chatRequests"] == 15 and stats["lastHour"]["outputTokens"] > 0
+
+    assert app.extensions["storage"].purge_idle(app.extensions["storage"].now_ms() + 1) == 14
+    assert client.get("/v1/admin/stats", headers=admin).get_json()["messages"] == 0

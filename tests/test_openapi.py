@@ -17,7 +17,11 @@ WIDGET_SCHEMES = {"widgetKey", "widgetKeyAlt", "widgetBearer"}
 ADMIN_SCHEMES = {"adminKey", "adminBearer"}
 PUBLIC_PATHS = {"/health", "/ready", "/v1/openapi.json", "/widget/chat-widget.js"}
 CHAT_PATHS = {"/v1/chat", "/v1/chat/stream", "/chat"}
-ADMIN_PATHS = {"/v1/admin/conversations", "/v1/admin/conversations/{conversationId}"}
+ADMIN_PATHS = {
+    "/v1/admin/conversations", "/v1/admin/conversations/{conversationId}", "/v1/admin/export",
+    "/v1/admin/sessions/{sessionId}", "/v1/admin/stats", "/metrics",
+}
+PATH_VARIABLES = {"conversation_id": "{conversationId}", "session_id": "{sessionId}"}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +87,7 @@ def test_openapi_documents_every_route(app, document):
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = re.sub(r"<(?:[^:<>]+:)?conversation_id>", "{conversationId}", rule.rule)
+        path = re.sub(r"<(?:[^:<>]+:)?([a-z_]+)>", lambda m: PATH_VARIABLES.get(m.group(1), m.group(0)), rule.rule)
         assert "<" not in path, f"unmapped path variable in {rule.rule}"
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             registered.add((path, method.lower()))
@@ -126,7 +130,7 @@ def test_every_protected_operation_requires_a_key(client, document):
         assert _alternatives(operation) == expected, f"{method.upper()} {path}"
         assert "401" in operation["responses"], f"{method.upper()} {path} does not document 401"
         # ...and the running service agrees: no key, no answer.
-        url = path.replace("{conversationId}", "0123456789abcdef0123456789abcdef")
+        url = path.replace("{conversationId}", "0123456789abcdef0123456789abcdef").replace("{sessionId}", "visitor-1")
         answer = client.open(url, method=method.upper(), json={"sessionId": "s", "message": "hi"})
         assert answer.status_code == 401, f"{method.upper()} {path} answered {answer.status_code} without a key"
         assert answer.get_json() == {"error": "Unauthorized"}
@@ -264,3 +268,28 @@ def test_message_and_summary_schemas_use_integer_millisecond_timestamps(document
     assert "interrupted" not in schemas["Message"]["required"]
     assert schemas["ConversationList"]["properties"]["nextCursor"]["type"] == ["string", "null"]
 
+
+
+def test_ops_operations_document_every_status_they_answer(document):
+    assert _codes(document, "/v1/admin/export", "get") >= {"200", "400", "401", "503"}
+    assert _codes(document, "/v1/admin/sessions/{sessionId}", "delete") >= {"204", "400", "401", "403", "404", "503"}
+    assert _codes(document, "/v1/admin/stats", "get") >= {"200", "401", "503"}
+    assert _codes(document, "/metrics", "get") >= {"200", "401", "503"}
+    export = deref(document, document["paths"]["/v1/admin/export"]["get"]["responses"]["200"])
+    assert "application/x-ndjson" in export["content"]
+
+
+def test_documented_schemas_match_the_operations_answers(client, document):
+    body = {"sessionId": "openapi-ops", "message": "Hello?"}
+    assert client.post("/v1/chat", json=body, headers=chat_headers()).status_code == 200
+    stats = client.get("/v1/admin/stats", headers=admin_headers())
+    assert_matches(document, "Stats", stats.get_json())
+    for line in client.get("/v1/admin/export", headers=admin_headers()).get_data(as_text=True).splitlines():
+        assert_matches(document, "ConversationThread", json.loads(line))
+    by_session = client.get("/v1/admin/conversations?sessionId=openapi-ops", headers=admin_headers())
+    assert_matches(document, "ConversationList", by_session.get_json())
+    for bad in ("/v1/admin/export?updatedSince=x", "/v1/admin/conversations?sessionId=a%20b"):
+        assert_matches(document, "ValidationError", client.get(bad, headers=admin_headers()).get_json())
+    missing = client.delete("/v1/admin/sessions/nobody", headers=admin_headers())
+    assert missing.status_code == 404
+    assert_matches(document, "Error", missing.get_json())

@@ -45,6 +45,9 @@ KEY_BUILDERS = [
     ("session_messages", ("session-1",)),
     ("daily_requests", ("2026-11-27",)),
     ("daily_tokens", ("2026-11-27",)),
+    ("hourly_count", ("chatRequests", "2026-11-27T09")),
+    ("message_total", ()),
+    ("message_counts", ()),
 ]
 
 
@@ -200,3 +203,10 @@ def test_admission_counters_share_one_hash_tag_so_one_script_can_check_them_all(
     admission = [keys.client_requests("203.0.113.9"), keys.session_messages("s-1"),
                  keys.daily_requests("2026-11-27"), keys.daily_tokens("2026-11-27")]
     assert {key_slot(key.encode()) for key in admission} == {key_slot(b"{admission}")}
+
+
+def test_hourly_counts_share_the_admission_hash_tag_and_message_totals_share_theirs():
+    keys = storage.Keys("ocw")
+    hourly = [keys.hourly_count(name, "2026-11-27T09") for name in storage.COUNTERS]
+    assert {key_slot(key.encode()) for key in hourly} == {key_slot(keys.client_requests("203.0.113.9").encode())}
+    assert key_slot(keys.message_total().encode()) == key_slot(keys.message_counts().encode())

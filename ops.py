@@ -1,0 +1,134 @@
+"""Operations on stored data, shared by the admin API and the ops CLI: export, erasure of one
+end user's data, deletion, purge, stats and Prometheus metrics.
+
+The routes need the admin key, like the rest of /v1/admin; /metrics sits at the root, where
+Prometheus looks. Deletions are logged with ids and counts only, never message content.
+"""
+from __future__ import annotations
+
+import json
+import re
+from itertools import chain
+from typing import Iterator
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+import auth
+import chat_request
+import storage
+from errors import json_error
+
+MILLISECONDS = re.compile(r"[0-9]{1,16}")
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+# Each hourly counter as a Prometheus gauge: name and help.
+METRICS = {
+    "chatRequests": ("ocw_chat_requests", "Requests to the chat routes"),
+    "outputTokens": ("ocw_output_tokens", "Model output tokens of replies, streamed or whole"),
+    "unauthorized": ("ocw_unauthorized_requests", "Requests answered 401"),
+    "rateLimited": ("ocw_rate_limited_requests", "Chat requests answered 429"),
+    "refusedOrigins": ("ocw_refused_origin_requests", "Requests answered 403 for their Origin"),
+    "upstreamErrors": ("ocw_upstream_errors", "Replies that failed at the model upstream"),
+}
+
+routes = Blueprint("ops", __name__)
+routes.before_request(auth.admin_guard)
+
+
+def store() -> storage.Storage:
+    return current_app.extensions["storage"]
+
+
+# ---- operations ----------------------------------------------------------------------------
+
+def delete_conversation(conversation_id: str) -> bool:
+    """Delete one conversation with everything that points at it; False if it was unknown."""
+    deleted = store().delete_conversation(conversation_id)
+    if deleted:
+        current_app.logger.info("Deleted conversation %s", conversation_id)
+    return deleted
+
+
+def erase_session(session_id: str) -> bool:
+    """Erase everything stored for one end user; False if nothing was stored.
+
+    The log names the session by a fingerprint only: the erased person's identifier is not kept.
+    """
+    existed, conversation_id = store().erase_session(session_id)
+    if existed:
+        current_app.logger.info(
+            "Erased session %s (conversation %s)", auth.fingerprint(session_id), conversation_id or "none"
+        )
+    return existed
+
+
+def purge(idle_days: float) -> int:
+    """Delete the conversations idle for more than idle_days; how many index entries went."""
+    removed = store().purge_idle(store().now_ms() - round(idle_days * storage.DAY_MS))
+    current_app.logger.info("Purged %d conversations idle for more than %g days", removed, idle_days)
+    return removed
+
+
+def export_lines(turns: storage.Storage, updated_since: int) -> Iterator[bytes]:
+    """The NDJSON export: one `{"conversation": summary, "messages": [...]}` line each."""
+    for summary, messages in turns.export(updated_since):
+        line = json.dumps({"conversation": summary, "messages": messages}, ensure_ascii=False)
+        yield (line + "\n").encode()
+
+
+def prometheus_text(stats: dict) -> str:
+    """storage.Storage.stats() in the Prometheus text exposition format (version 0.0.4)."""
+    lines = []
+
+    def gauge(name: str, help_text: str, samples: list[str]) -> None:
+        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples])
+
+    gauge("ocw_conversations", "Conversations stored.", [f"ocw_conversations {stats['conversations']}"])
+    gauge("ocw_messages", "Messages stored.", [f"ocw_messages {stats['messages']}"])
+    for counter in storage.COUNTERS:
+        name, help_text = METRICS[counter]
+        gauge(name, f"{help_text} in the last hour or day (estimated from hourly counts).", [
+            f'{name}{{window="1h"}} {stats["lastHour"][counter]}',
+            f'{name}{{window="24h"}} {stats["lastDay"][counter]}',
+        ])
+    return "\n".join(lines) + "\n"
+
+
+# ---- routes --------------------------------------------------------------------------------
+
+@routes.get("/v1/admin/export")
+def export_conversations():
+    """Every conversation with its messages as NDJSON, read from Redis in batches."""
+    raw = request.args.get("updatedSince", "0")
+    if not MILLISECONDS.fullmatch(raw):
+        return json_error(400, "Invalid query", details={"updatedSince": "must be an integer, milliseconds since the epoch"})
+    lines = export_lines(store(), int(raw))
+    # Read the first batch now, so that Redis being down is a 503, not a stream cut at once.
+    first = next(lines, None)
+    headers = {
+        "Content-Type": "application/x-ndjson; charset=utf-8",
+        "Cache-Control": "no-store",
+        "Content-Disposition": 'attachment; filename="conversations.ndjson"',
+    }
+    return Response(chain([first] if first else [], lines), headers=headers)
+
+
+@routes.delete("/v1/admin/sessions/<session_id>")
+def delete_session(session_id: str):
+    """Erase everything stored for one end user (a data-subject request)."""
+    if not chat_request.SESSION_ID.fullmatch(session_id):
+        return json_error(400, "Invalid session id", details={"sessionId": chat_request.SESSION_ID_RULE})
+    if not erase_session(session_id):
+        return json_error(404, "Session not found")
+    return "", 204
+
+
+@routes.get("/v1/admin/stats")
+def stats():
+    """Totals, and counts over the last hour and day, shared by every worker and instance."""
+    return jsonify(store().stats())
+
+
+@routes.get("/metrics")
+def metrics():
+    """The stats for Prometheus (which sends the admin key as `Authorization: Bearer`)."""
+    return Response(prometheus_text(store().stats()), content_type=PROMETHEUS_TEXT)

@@ -14,7 +14,9 @@ import auth
 import cors
 import embedded_redis
 import errors
+import logs
 import ops
+import requestlog
 import storage
 from config import Settings, load_settings
 from errors import json_error
@@ -49,6 +51,8 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.extensions["admin_keys"] = auth.KeyRing(settings.admin_keys)
     app.extensions["openapi"] = json.loads((ROOT / "openapi.json").read_text())
 
+    logs.configure(app.logger, settings.log_format)
+    requestlog.init_app(app)
     errors.init_app(app)
     cors.init_app(app)
     app.register_blueprint(public)

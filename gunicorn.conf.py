@@ -6,6 +6,9 @@ model, and a sync worker would be tied up by a single one.
 import os
 import sys
 
+from gunicorn.glogging import Logger
+
+import logs
 from config import ConfigError, load_settings
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -17,9 +20,22 @@ worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
 timeout = 30
 graceful_timeout = 25  # Heroku sends SIGKILL 30 s after SIGTERM
 keepalive = 5
-accesslog = "-"
-# The access log must not carry keys: no query strings (a key may be put there by mistake).
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+# No access log: the app writes one line per request itself (requestlog.py), with the request
+# id and the route template, and its duration covers the whole of a stream.
+accesslog = None
+
+
+class JsonLogger(Logger):
+    """gunicorn's own lines (start, workers, errors) as JSON too, when LOG_FORMAT=json."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(logs.JsonFormatter())
+
+
+if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+    logger_class = JsonLogger
 
 
 def on_starting(server):

@@ -1,0 +1,110 @@
+"""Request ids and the request log: one line per request, JSON when asked, never a key or message."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import requests
+
+from tests.conftest import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_headers, wait_until
+
+
+# The line is written when the response is closed: buffered=True makes the test client read the
+# whole answer and close it, as a WSGI server does.
+
+
+@pytest.fixture
+def request_lines(caplog):
+    """The structured fields of every request line logged so far."""
+    caplog.set_level(logging.INFO)
+    return lambda: [r.fields for r in caplog.records if hasattr(r, "fields")]
+
+
+def test_every_request_gets_an_id_in_its_answer_and_one_log_line(client, request_lines):
+    response = client.get("/health", buffered=True)
+    request_id = response.headers["X-Request-Id"]
+    assert len(request_id) == 32 and int(request_id, 16) >= 0
+    (line,) = request_lines()
+    assert line["requestId"] == request_id
+    assert (line["method"], line["route"], line["status"]) == ("GET", "/health", 200)
+    assert line["durationMs"] >= 0
+
+
+@pytest.mark.parametrize("incoming, kept", [
+    ("abc-123", True),
+    ("3f1c2a9d-8e7b-4c6a-9f0e-1d2c3b4a5968", True),
+    ("a.b_c-D", True),
+    ("x" * 128, True),
+    ("x" * 129, False),
+    ("has space", False),
+    ("semi;colon", False),
+    ("", False),
+])
+def test_a_plain_incoming_request_id_is_honoured_and_anything_else_replaced(client, request_lines, incoming, kept):
+    response = client.get("/health", headers={"X-Request-Id": incoming}, buffered=True)
+    assert (response.headers["X-Request-Id"] == incoming) is kept
+    assert request_lines()[-1]["requestId"] == response.headers["X-Request-Id"]
+
+
+def test_errors_and_refusals_get_an_id_and_a_line_too(client, request_lines):
+    responses = [
+        client.get("/nope", buffered=True),
+        client.post("/v1/chat", json={"sessionId": "s", "message": "hi"}, buffered=True),
+        client.post("/v1/chat", json={}, headers=chat_headers(Origin="https://evil.example"), buffered=True),
+    ]
+    assert [r.status_code for r in responses] == [404, 401, 403]
+    lines = request_lines()
+    assert [line["requestId"] for line in lines] == [r.headers["X-Request-Id"] for r in responses]
+    assert [(line["route"], line["status"]) for line in lines] == [("-", 404), ("/v1/chat", 401), ("/v1/chat", 403)]
+
+
+def test_the_route_is_logged_as_its_template_without_ids(client, request_lines):
+    conversation_id = client.post("/v1/chat", json={"sessionId": "s", "message": "hi"},
+                                  headers=chat_headers()).get_json()["conversationId"]
+    client.get(f"/v1/admin/conversations/{conversation_id}", headers=admin_headers(), buffered=True)
+    assert request_lines()[-1]["route"] == "/v1/admin/conversations/<conversation_id>"
+    assert conversation_id not in json.dumps(request_lines()[-1])
+
+
+def test_a_streams_line_is_written_when_it_ends_and_times_the_whole_stream(client, upstream, request_lines):
+    upstream.reply = "one two three four five"
+    upstream.token_delay = 0.1
+    response = client.post("/v1/chat/stream", json={"sessionId": "s", "message": "hi"},
+                           headers=chat_headers(), buffered=False)
+    next(iter(response.response))  # the start line: the response has begun
+    assert request_lines() == []
+    b"".join(response.response)
+    response.close()
+    (line,) = request_lines()
+    assert line["route"] == "/v1/chat/stream" and line["durationMs"] >= 450
+
+
+def test_logs_never_carry_keys_or_message_content(client, caplog, upstream):
+    caplog.set_level(logging.DEBUG)
+    upstream.reply = "the model's confidential answer"
+    client.post("/v1/chat", json={"sessionId": "s", "message": "my secret question"}, headers=chat_headers())
+    client.post("/v1/chat?key=" + WIDGET_KEY, json={"sessionId": "s", "message": "my secret question"})
+    client.get("/v1/admin/conversations", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    client.get("/v1/admin/conversations", headers={"X-Admin-Api-Key": ADMIN_KEY + "-wrong"})
+    text = caplog.text
+    for secret in (WIDGET_KEY, ADMIN_KEY, "my secret question", "confidential"):
+        assert secret not in text
+
+
+def test_json_lines_under_gunicorn_one_per_request_and_no_access_log(start_gunicorn, upstream):
+    server = start_gunicorn(LOG_FORMAT="json", WEB_CONCURRENCY="2")
+    sent = requests.post(server.url + "/v1/chat", json={"sessionId": "s", "message": "my secret question"},
+                         headers={"X-Api-Key": WIDGET_KEY, "X-Request-Id": "trace-42"}, timeout=30)
+    assert sent.headers["X-Request-Id"] == "trace-42"
+
+    def logged():
+        lines = [json.loads(line) for line in server.output().splitlines() if line.strip()]
+        return [line for line in lines if line.get("requestId") == "trace-42"]
+
+    assert wait_until(logged, timeout=10)
+    (line,) = logged()
+    assert (line["method"], line["route"], line["status"], line["level"]) == ("POST", "/v1/chat", 200, "INFO")
+    output = server.output()
+    assert "Booting worker" in output  # gunicorn's own lines are JSON too (every line parsed above)
+    assert "my secret question" not in output and WIDGET_KEY not in output

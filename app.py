@@ -11,6 +11,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import auth
+import cli
 import cors
 import embedded_redis
 import errors
@@ -59,6 +60,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(chat)
     app.register_blueprint(admin)
     app.register_blueprint(ops.routes)
+    app.cli.add_command(cli.ocw)
     return app
 
 

@@ -135,6 +135,7 @@ class OpenAIClient:
     """Chat completions against any OpenAI-compatible server."""
 
     def __init__(self, base_url, api_key, model, timeout_seconds, max_output_tokens=None, stream_usage=True):
+        self.base_url = base_url
         self.url = f"{base_url}/chat/completions"
         self.model = model
         self.max_output_tokens = max_output_tokens
@@ -174,6 +175,21 @@ class OpenAIClient:
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise UpstreamProtocolError("The model sent an unreadable reply") from exc
         return Completion(content if isinstance(content, str) else "", _output_tokens(body))
+
+    def list_models(self) -> list[str]:
+        """Ids of the models the upstream offers (`GET <base>/models`): proof that it answers
+        and accepts the key, at no token cost. Used by the ops CLI's `check`."""
+        try:
+            response = self.session.get(f"{self.base_url}/models", timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise _as_upstream_error(exc) from exc
+        with response:
+            if response.status_code != 200:
+                raise UpstreamStatusError(f"The model answered with HTTP {response.status_code}")
+            try:
+                return [model["id"] for model in response.json()["data"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UpstreamProtocolError("The model sent an unreadable model list") from exc
 
     def stream(self, messages: list[dict]) -> ReplyStream:
         """Connect and return the deltas of a streamed completion (SSE `data:` lines)."""

@@ -13,7 +13,9 @@ Non-streamed requests get a JSON completion; streamed ones get SSE `data:` lines
                  a final chunk of streams that ask for it with stream_options.include_usage
 
 It records every request body in `requests`, and `hangups`: times at which it noticed the
-client had closed the connection while it was still streaming.
+client had closed the connection while it was still streaming. `GET /v1/models` lists
+`models` (the `status` fault applies to it too), and records its Authorization header in
+`model_listings`.
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ class FakeUpstream:
         self.cut_after = 2
         self.report_usage = True
         self.requests: list[dict] = []
+        self.models = ["gpt-4.1-mini", "fake-model"]
+        self.model_listings: list[str | None] = []
         self.hangups: list[float] = []
         self.finished_streams = 0
         self.release = threading.Event()  # set to end a "hang"
@@ -68,6 +72,14 @@ class FakeUpstream:
 
             def log_message(self, *args):
                 pass
+
+            def do_GET(self):
+                if self.path.rstrip("/") != "/v1/models":
+                    return self._json(404, {"error": {"message": "not found"}})
+                upstream.model_listings.append(self.headers.get("Authorization"))
+                if upstream.fault == "status":
+                    return self._json(upstream.status, {"error": {"message": "fault"}})
+                return self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in upstream.models]})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))

@@ -157,12 +157,14 @@ def admin_headers(key=ADMIN_KEY):
 class Gunicorn:
     """`gunicorn wsgi:app` started exactly as the Procfile says, on a free port."""
 
-    def __init__(self, env: dict, log_path: Path):
+    def __init__(self, env: dict, log_path: Path, inherit_environment: bool = True):
+        """inherit_environment=False starts it with env, PORT and PATH only, as a platform would."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = (ROOT / "Procfile").read_text().split("web:", 1)[1].strip()
         self.log = open(log_path, "wb")
-        full_env = {**os.environ, **env, "PORT": str(self.port)}
+        inherited = os.environ if inherit_environment else {"PATH": os.environ.get("PATH", "")}
+        full_env = {**inherited, **env, "PORT": str(self.port)}
         full_env["PATH"] = f"{Path(sys.executable).parent}:{full_env.get('PATH', '')}"
         self.process = subprocess.Popen(
             shlex.split(command), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT

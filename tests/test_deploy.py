@@ -1,0 +1,154 @@
+"""Heroku one-click deploy: app.json, .python-version, and Redis over TLS with a self-signed
+certificate (as Heroku Redis serves it)."""
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import ssl
+import threading
+
+import pytest
+import redis
+import requests
+
+import storage
+from tests.conftest import ROOT, Gunicorn
+
+APP_JSON = json.loads((ROOT / "app.json").read_text())
+# tests/tls/self-signed.pem: a throwaway key and self-signed certificate (CN redis.test.invalid,
+# made with `openssl req -x509 -newkey rsa:2048 -nodes -days 36500`), for tests only.
+SELF_SIGNED = ROOT / "tests" / "tls" / "self-signed.pem"
+
+
+def app_json_environment(redis_url: str) -> dict:
+    """The config vars Heroku sets from app.json: generated secrets (Heroku's generator makes 64
+    hex characters), the given values, what the user must fill in, and the add-on's REDIS_URL."""
+    filled_in_by_the_user = {"OPENAI_API_KEY": "sk-user-supplied-key", "CORS_ORIGIN": "https://www.example.com"}
+    env = {"REDIS_URL": redis_url}
+    for name, spec in APP_JSON["env"].items():
+        if spec.get("generator") == "secret":
+            env[name] = secrets.token_hex(32)
+        elif "value" in spec:
+            env[name] = spec["value"]
+        elif spec.get("required", True):
+            env[name] = filled_in_by_the_user[name]
+    return env
+
+
+def test_app_json_describes_a_production_deploy_with_generated_keys_and_heroku_redis():
+    env = APP_JSON["env"]
+    assert env["WIDGET_API_KEY"]["generator"] == "secret" and env["ADMIN_API_KEY"]["generator"] == "secret"
+    assert env["APP_ENV"]["value"] == "production"
+    assert env["TRUSTED_PROXY_COUNT"]["value"] == "1"
+    assert env["REDIS_TLS_VERIFY"]["value"] == "false"
+    for name in ("OPENAI_API_KEY", "CORS_ORIGIN"):
+        assert env[name].get("required", True) is True and "value" not in env[name], name  # Heroku asks for them
+    assert any(addon.startswith("heroku-redis") for addon in APP_JSON["addons"])
+    assert APP_JSON["formation"]["web"]["quantity"] >= 1
+    assert APP_JSON["name"] and APP_JSON["description"]
+
+
+def test_every_variable_of_app_json_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for name in APP_JSON["env"]:
+        assert f"| `{name}` |" in readme, name
+
+
+def test_python_version_file_names_a_supported_python():
+    assert (ROOT / ".python-version").read_text().strip() == "3.11"
+
+
+def test_the_app_boots_with_exactly_the_environment_app_json_describes(redis_server, redis_client, tmp_path):
+    env = app_json_environment(redis_server.url)
+    server = Gunicorn(env, tmp_path / "heroku.log", inherit_environment=False)
+    try:
+        server.wait_ready()
+        ready = requests.get(server.url + "/ready", timeout=10)
+        assert ready.status_code == 200 and ready.json() == {"status": "ok"}
+        assert ready.headers["Strict-Transport-Security"]  # APP_ENV=production
+        stats = requests.get(server.url + "/v1/admin/stats", headers={"Authorization": f"Bearer {env['ADMIN_API_KEY']}"},
+                             timeout=10)
+        assert stats.status_code == 200  # the generated admin key is accepted
+        assert env["WIDGET_API_KEY"] not in server.output() and env["ADMIN_API_KEY"] not in server.output()
+    finally:
+        server.stop()
+
+
+# ---- Redis over TLS (REDIS_TLS_VERIFY) -----------------------------------------------------
+
+@pytest.mark.parametrize("url, verify, cert_checks_off", [
+    ("rediss://redis.example:6380/0", False, True),
+    ("rediss://redis.example:6380/0", True, False),
+    ("redis://redis.example:6379/0", False, False),
+    ("redis://redis.example:6379/0", True, False),
+])
+def test_certificate_checks_are_off_only_for_rediss_with_verify_false(url, verify, cert_checks_off):
+    pool = storage.connect(url, tls_verify=verify).connection_pool
+    if cert_checks_off:
+        assert pool.connection_kwargs["ssl_cert_reqs"] is None  # redis-py: no certificate check
+    else:
+        assert "ssl_cert_reqs" not in pool.connection_kwargs  # redis-py's default: "required"
+    assert issubclass(pool.connection_class, redis.SSLConnection) is url.startswith("rediss://")
+
+
+class TlsRedis:
+    """A TLS endpoint with a self-signed certificate in front of the test Redis, like Heroku Redis."""
+
+    def __init__(self, redis_port: int):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(SELF_SIGNED)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"rediss://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.redis_port = redis_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client = self.listener.accept()[0]
+            except OSError:
+                return  # closed
+            try:
+                secure = self.context.wrap_socket(client, server_side=True)
+            except (ssl.SSLError, OSError):
+                client.close()  # the client refused the certificate
+                continue
+            backend = socket.create_connection(("127.0.0.1", self.redis_port))
+            for source, target in ((secure, backend), (backend, secure)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, target):
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                end.close()
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.fixture
+def tls_redis(redis_server, redis_client):
+    proxy = TlsRedis(redis_server.port)
+    yield proxy
+    proxy.close()
+
+
+def test_rediss_with_a_self_signed_certificate_works_with_verify_false(make_app, tls_redis, upstream):
+    client = make_app(REDIS_URL=tls_redis.url, REDIS_TLS_VERIFY="false").test_client()
+    assert client.get("/ready").status_code == 200
+    chat = client.post("/v1/chat", json={"sessionId": "tls", "message": "hi"},
+                       headers={"X-Api-Key": "widget-key-0123456789abcdef"})
+    assert chat.status_code == 200
+
+
+def test_rediss_with_a_self_signed_certificate_is_refused_by_default(make_app, tls_redis):
+    client = make_app(REDIS_URL=tls_redis.url).test_client()
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.get_json() == {"status": "unavailable"}

@@ -68,6 +68,33 @@ class RedisServer:
         return redis.Redis.from_url(self.url, decode_responses=True)
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise ValueError(f"no VmRSS for {pid}")
+
+
+def tcp_connections(pid: int) -> list[tuple[int, int]]:
+    """(local port, remote port) of every TCP connection a process holds open, in any state
+    but LISTEN (so a leaked socket waiting in CLOSE_WAIT counts). IPv4 loopback only."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed while we looked
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    connections = []
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        _, local, remote, state, *_, inode = line.split()[:10]
+        if inode in inodes and state != "0A":  # 0A: LISTEN
+            connections.append((int(local.split(":")[1], 16), int(remote.split(":")[1], 16)))
+    return connections
+
+
 def _pings(client) -> bool:
     try:
         return client.ping()
@@ -181,6 +208,11 @@ class Gunicorn:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> set[int]:
+        """The master's child processes: its workers (a replaced worker gets a new pid)."""
+        tasks = Path(f"/proc/{self.process.pid}/task").iterdir()
+        return {int(pid) for task in tasks for pid in (task / "children").read_text().split()}
 
     def stop(self):
         if self.process.poll() is None:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from tests.conftest import ADMIN_KEY, WIDGET_KEY, wait_until
+from tests.integrity import assert_replies_answer_their_question, stored_thread
 
 CHAT = {"X-Widget-Api-Key": WIDGET_KEY}
 ADMIN = {"X-Admin-Api-Key": ADMIN_KEY}
@@ -127,26 +128,54 @@ def test_heartbeat_pings_flow_through_gunicorn(start_gunicorn, upstream):
     assert kinds[0] == "start" and kinds[-1] == "done" and "ping" in kinds
 
 
-def test_concurrent_sessions_keep_their_messages_apart(start_gunicorn, upstream):
+def test_20_sessions_of_20_messages_at_once_lose_nothing_and_mix_nothing(start_gunicorn, upstream, redis_client):
     server = start_gunicorn(WEB_CONCURRENCY="3")
     upstream.token_delay = 0.01
+    upstream.echo = True
+    sessions, turns = [f"sess-{i}" for i in range(20)], 20
     errors = []
 
     def converse(session):
         try:
-            for turn in range(5):
+            for turn in range(turns):
                 with open_stream(server.url, session=session, message=f"{session}/{turn}") as response:
                     assert json.loads(list(response.iter_lines())[-1])["type"] == "done"
         except Exception as exc:  # reported by the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=converse, args=(f"sess-{i}",)) for i in range(8)]
+    threads = [threading.Thread(target=converse, args=(session,)) for session in sessions]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
-    for i in range(8):
-        messages = thread_of(server.url, f"sess-{i}")["messages"]
-        assert [m["content"] for m in messages if m["role"] == "user"] == [f"sess-{i}/{t}" for t in range(5)]
-        assert [m["role"] for m in messages] == ["user", "assistant"] * 5
+    for session in sessions:
+        _, messages = stored_thread(redis_client, session)
+        assert [m["content"] for m in messages if m["role"] == "user"] == [f"{session}/{t}" for t in range(turns)]
+        assert [m["role"] for m in messages] == ["user", "assistant"] * turns
+        assert_replies_answer_their_question(messages)
+
+
+def test_50_simultaneous_first_messages_of_one_session_make_one_conversation_holding_all(
+    start_gunicorn, upstream, redis_client
+):
+    server = start_gunicorn(WEB_CONCURRENCY="3")
+    upstream.echo = True
+    start = threading.Barrier(50)
+
+    def first_message(i):
+        start.wait()
+        with requests.Session() as session:  # a connection of its own, so the 50 spread over the workers
+            response = session.post(server.url + "/v1/chat", json={"sessionId": "crowd", "message": f"m{i}"},
+                                    headers=CHAT, timeout=30)
+        return response.status_code, response.json()["conversationId"]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(first_message, range(50)))
+    assert {status for status, _ in answers} == {200}
+    assert len({conversation for _, conversation in answers}) == 1
+    summary, messages = stored_thread(redis_client, "crowd")
+    assert summary["_id"] == answers[0][1]
+    assert sorted(m["content"] for m in messages if m["role"] == "user") == sorted(f"m{i}" for i in range(50))
+    assert sorted(m["content"] for m in messages if m["role"] == "assistant") == sorted(f"echo: m{i}" for i in range(50))
+    assert redis_client.zcard("ocw:conversations") == 1

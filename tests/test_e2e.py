@@ -58,19 +58,59 @@ def test_one_worker_holds_many_streams_at_once(start_gunicorn, upstream):
             stream.close()
 
 
-def test_rate_limit_is_exact_across_workers(start_gunicorn, upstream):
-    server = start_gunicorn(WEB_CONCURRENCY="4", RATE_LIMIT_MAX_REQUESTS="25")
+def chat_statuses(urls, count, headers=CHAT, forwarded_for=lambda i: None) -> list[int]:
+    """Statuses of `count` simultaneous chat requests spread round-robin over urls.
+
+    Each request has a fresh connection, so requests also spread over each server's workers.
+    """
 
     def one(i):
-        # A fresh connection per request, so the requests spread over the workers.
+        extra = {"X-Forwarded-For": forwarded_for(i)} if forwarded_for(i) else {}
         with requests.Session() as session:
-            return session.post(server.url + "/v1/chat", json={"sessionId": f"rl-{i}", "message": "hi"},
-                                headers=CHAT, timeout=30).status_code
+            return session.post(urls[i % len(urls)] + "/v1/chat", json={"sessionId": f"rl-{i}", "message": "hi"},
+                                headers={**headers, **extra}, timeout=30).status_code
 
     with ThreadPoolExecutor(max_workers=16) as pool:
-        statuses = list(pool.map(one, range(60)))
+        return list(pool.map(one, range(count)))
+
+
+def test_rate_limit_is_exact_across_workers(start_gunicorn, upstream):
+    server = start_gunicorn(WEB_CONCURRENCY="4", RATE_LIMIT_MAX_REQUESTS="25")
+    statuses = chat_statuses([server.url], 60)
     assert statuses.count(200) == 25
     assert statuses.count(429) == 35
+
+
+def test_rate_limit_is_exact_across_two_instances_on_one_redis(start_gunicorn, upstream):
+    instances = [start_gunicorn(WEB_CONCURRENCY="2", RATE_LIMIT_MAX_REQUESTS="25") for _ in range(2)]
+    statuses = chat_statuses([server.url for server in instances], 60)
+    assert statuses.count(200) == 25
+    assert statuses.count(429) == 35
+
+
+def test_forged_x_forwarded_for_does_not_dodge_the_limit_without_trusted_proxies(start_gunicorn, upstream):
+    server = start_gunicorn(TRUSTED_PROXY_COUNT="0", RATE_LIMIT_MAX_REQUESTS="10")
+    statuses = chat_statuses([server.url], 30, forwarded_for=lambda i: f"198.51.100.{i}")
+    assert statuses.count(200) == 10 and statuses.count(429) == 20
+
+
+def test_with_one_trusted_proxy_the_hop_it_appended_is_the_client(start_gunicorn, upstream, redis_client):
+    server = start_gunicorn(TRUSTED_PROXY_COUNT="1", RATE_LIMIT_MAX_REQUESTS="10")
+    # One client forges a new left-hand address each time; the proxy appends its real one.
+    statuses = chat_statuses([server.url], 30, forwarded_for=lambda i: f"198.51.100.{i}, 203.0.113.7")
+    assert statuses.count(200) == 10 and statuses.count(429) == 20
+    limiter_keys = {key for key in redis_client.keys("*") if ":ratelimit:" in key}
+    assert limiter_keys == {"ocw:ratelimit:203.0.113.7"}
+
+
+def test_limiter_keys_expire_so_redis_does_not_grow_with_the_number_of_ips(start_gunicorn, upstream, redis_client):
+    server = start_gunicorn(TRUSTED_PROXY_COUNT="1", RATE_LIMIT_WINDOW_MS="1000")
+    # Keyless requests: counted by the limiter, then refused, so nothing but limiter keys is written.
+    statuses = chat_statuses([server.url], 300, headers={}, forwarded_for=lambda i: f"10.9.{i // 250}.{i % 250}")
+    assert statuses == [401] * 300
+    assert 0 < redis_client.dbsize() <= 300
+    # DBSIZE counts keys still held in memory, so this waits for Redis itself to reclaim them.
+    assert wait_until(lambda: redis_client.dbsize() == 0, timeout=15), redis_client.dbsize()
 
 
 def test_client_disconnect_closes_upstream_and_stores_partial_reply_as_interrupted(start_gunicorn, upstream):
@@ -179,3 +219,24 @@ def test_50_simultaneous_first_messages_of_one_session_make_one_conversation_hol
     assert sorted(m["content"] for m in messages if m["role"] == "user") == sorted(f"m{i}" for i in range(50))
     assert sorted(m["content"] for m in messages if m["role"] == "assistant") == sorted(f"echo: m{i}" for i in range(50))
     assert redis_client.zcard("ocw:conversations") == 1
+
+
+def test_a_page_on_a_disallowed_origin_can_neither_read_replies_nor_spend_tokens(start_gunicorn, upstream, redis_client):
+    server = start_gunicorn(CORS_ORIGIN="https://allowed.example")
+    foreign = {"Origin": "https://evil.example"}
+    for path in ("/v1/chat", "/v1/chat/stream", "/chat"):
+        refused = requests.post(server.url + path, json={"sessionId": "cors", "message": "hi"},
+                                headers={**CHAT, **foreign}, timeout=10)
+        assert refused.status_code == 403 and refused.json() == {"error": "Origin not allowed"}
+        assert "Access-Control-Allow-Origin" not in refused.headers
+        preflight = requests.options(server.url + path, headers={**foreign, "Access-Control-Request-Method": "POST"},
+                                     timeout=10)
+        assert "Access-Control-Allow-Origin" not in preflight.headers
+    listing = requests.get(server.url + "/v1/admin/conversations", headers={**ADMIN, **foreign}, timeout=10)
+    assert "Access-Control-Allow-Origin" not in listing.headers  # the browser keeps the answer from the page
+    assert upstream.requests == []
+    assert [key for key in redis_client.keys("*") if ":ratelimit:" not in key] == []
+    allowed = requests.post(server.url + "/v1/chat", json={"sessionId": "cors", "message": "hi"},
+                            headers={**CHAT, "Origin": "https://allowed.example"}, timeout=10)
+    assert allowed.status_code == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://allowed.example"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import auth
@@ -127,11 +128,29 @@ def invalid_body(exc: InvalidBody):
     return json_error(400, "Invalid request body", details=exc.details)
 
 
+def request_body() -> bytes:
+    """The raw request body, or the right 4xx when it cannot be had.
+
+    werkzeug silently cuts a chunked body at MAX_CONTENT_LENGTH, so a body without a
+    Content-Length that fills the limit is too large. A body the server cannot read (malformed
+    chunked encoding, a client that stopped sending) is the client's error, not a 500.
+    """
+    try:
+        data = request.get_data()
+    except HTTPException:
+        raise  # 413 for a Content-Length over the limit, 400 for a client that left
+    except Exception as exc:  # from the WSGI server's reader, e.g. gunicorn's InvalidChunkSize
+        raise InvalidBody({"body": "could not be read"}) from exc
+    if request.content_length is None and len(data) >= MAX_BODY_BYTES:
+        raise RequestEntityTooLarge()
+    return data
+
+
 def read_chat_request() -> tuple[str, str]:
     """(sessionId, message) from the JSON body, or InvalidBody naming what is wrong."""
     try:
         # Parsed whatever the Content-Type says, so clients that omit or mislabel it still work.
-        body = json.loads(request.get_data())
+        body = json.loads(request_body())
     except (ValueError, RecursionError):  # invalid JSON or UTF-8, or absurd nesting
         body = None
     if not isinstance(body, dict):

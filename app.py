@@ -284,7 +284,7 @@ def list_conversations():
     if not 1 <= limit <= 200:
         return json_error(400, "Invalid query", details={"limit": "must be an integer from 1 to 200"})
     try:
-        page = store().list_conversations(limit, request.args.get("cursor") or None)
+        page = store().list_conversations(limit, request.args.get("cursor"))
     except storage.InvalidCursor:
         return json_error(400, "Invalid query", details={"cursor": "must be a nextCursor from a previous page"})
     return jsonify(conversations=page.conversations, total=page.total, nextCursor=page.next_cursor)

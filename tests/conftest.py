@@ -243,3 +243,18 @@ def start_gunicorn(base_env, tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_gunicorn(redis_server, upstream_server, tmp_path_factory):
+    """One gunicorn (two workers, rate limit out of the way) for a whole test module.
+
+    `first_workers` holds its worker pids at start, so tests can check that none was lost.
+    """
+    directory = tmp_path_factory.mktemp("gunicorn")
+    env = {**deployment_env(redis_server.url, upstream_server.url, directory / "data"),
+           "WEB_CONCURRENCY": "2", "RATE_LIMIT_MAX_REQUESTS": "1000000"}
+    server = Gunicorn(env, directory / "gunicorn.log").wait_ready()
+    server.first_workers = server.worker_pids()
+    yield server
+    server.stop()

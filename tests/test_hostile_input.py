@@ -15,21 +15,14 @@ import socket
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, WIDGET_KEY, Gunicorn, deployment_env
+from tests.conftest import ADMIN_KEY, WIDGET_KEY
 
 KEYS = [b"X-Widget-Api-Key: " + WIDGET_KEY.encode(), b"X-Admin-Api-Key: " + ADMIN_KEY.encode()]
 
 
-@pytest.fixture(scope="module")
-def server(redis_server, upstream_server, tmp_path_factory):
-    """One gunicorn for the whole module (every case checks it kept all its workers)."""
-    directory = tmp_path_factory.mktemp("hostile")
-    env = {**deployment_env(redis_server.url, upstream_server.url, directory / "data"),
-           "WEB_CONCURRENCY": "2", "RATE_LIMIT_MAX_REQUESTS": "1000000"}
-    gunicorn = Gunicorn(env, directory / "gunicorn.log").wait_ready()
-    gunicorn.first_workers = gunicorn.worker_pids()
-    yield gunicorn
-    gunicorn.stop()
+@pytest.fixture
+def server(module_gunicorn):
+    return module_gunicorn
 
 
 def raw_request(method=b"POST", target=b"/v1/chat", headers=(), body=b"", length=True) -> bytes:

@@ -185,6 +185,7 @@ def test_every_upstream_fault_ends_in_a_well_formed_answer_and_keeps_the_user_me
     # LLM_TIMEOUT_SECONDS bounds each silence; heartbeats show the drip to the client as pings.
     server = start_gunicorn(LLM_TIMEOUT_SECONDS="0.8", STREAM_HEARTBEAT_SECONDS="0.2", WEB_CONCURRENCY="2")
     workers = server.worker_pids()
+    figures = []
     for name, settings, chat_status, last_line in UPSTREAM_FAULTS:
         upstream.reset()
         upstream.reply = "one two three four five"
@@ -192,8 +193,10 @@ def test_every_upstream_fault_ends_in_a_well_formed_answer_and_keeps_the_user_me
             setattr(upstream, attribute, value)
 
         session = "fault-" + name.replace(" ", "-").replace("[", "").replace("]", "")
+        started = time.monotonic()
         answer = requests.post(server.url + "/v1/chat", json={"sessionId": session, "message": f"{name} (json)"},
                                headers=CHAT, timeout=30)
+        answered = time.monotonic()
         assert answer.status_code == chat_status, name
         if chat_status != 200:
             assert set(answer.json()) == {"error"} and answer.json()["error"], name
@@ -204,6 +207,8 @@ def test_every_upstream_fault_ends_in_a_well_formed_answer_and_keeps_the_user_me
         events = [json.loads(line) for line in streamed.text.splitlines()]
         assert events[0]["type"] == "start" and events[-1]["type"] == last_line, (name, events)
         assert all(e["type"] in ("token", "ping") for e in events[1:-1]), (name, events)
+        figures.append(f"{name}: {chat_status} in {answered - started:.2f}s, stream {last_line} "
+                       f"in {time.monotonic() - answered:.2f}s")
 
         _, messages = stored_thread(redis_client, session)
         users = [m["content"] for m in messages if m["role"] == "user"]
@@ -213,6 +218,7 @@ def test_every_upstream_fault_ends_in_a_well_formed_answer_and_keeps_the_user_me
             assert messages[-1] == dict(messages[-1], role="assistant", content=partial, interrupted=True), name
     upstream.release.set()
     assert server.worker_pids() == workers, "a worker was lost"
+    print("; ".join(figures))
 
 
 def leave_mid_stream(url: str, session: str, tokens: int = 3) -> float:

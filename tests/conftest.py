@@ -254,7 +254,10 @@ def module_gunicorn(redis_server, upstream_server, tmp_path_factory):
     directory = tmp_path_factory.mktemp("gunicorn")
     env = {**deployment_env(redis_server.url, upstream_server.url, directory / "data"),
            "WEB_CONCURRENCY": "2", "RATE_LIMIT_MAX_REQUESTS": "1000000"}
-    server = Gunicorn(env, directory / "gunicorn.log").wait_ready()
-    server.first_workers = server.worker_pids()
-    yield server
-    server.stop()
+    server = Gunicorn(env, directory / "gunicorn.log")
+    try:
+        server.wait_ready()
+        server.first_workers = server.worker_pids()
+        yield server
+    finally:
+        server.stop()

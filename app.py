@@ -255,7 +255,7 @@ def list_conversations():
     if session_id is not None:
         return session_conversation(session_id)
     try:
-        page = store().list_conversations(limit, request.args.get("cursor") or None)
+        page = store().list_conversations(limit, request.args.get("cursor"))
     except storage.InvalidCursor:
         return json_error(400, "Invalid query", details={"cursor": "must be a nextCursor from a previous page"})
     return jsonify(conversations=page.conversations, total=page.total, nextCursor=page.next_cursor)

@@ -6,6 +6,10 @@ import re
 from dataclasses import dataclass
 
 MAX_MESSAGE_CHARS = 4000
+# What JavaScript's String.prototype.trim() removes, which is also what `\s` means in the OpenAPI
+# document's patterns: the service, the original backend and the document then agree on what
+# "only whitespace" is (Python's own strip() also removes \x1c-\x1f and \x85).
+JS_WHITESPACE = "\t\n\v\f\r \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
 SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SESSION_ID_RULE = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
 
@@ -40,13 +44,13 @@ def parse(raw: bytes) -> ChatTurn:
     session_id, message = body.get("sessionId"), body.get("message")
     if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
         details["sessionId"] = SESSION_ID_RULE
-    if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE_CHARS:
+    if not isinstance(message, str) or not message.strip(JS_WHITESPACE) or len(message) > MAX_MESSAGE_CHARS:
         details["message"] = f"must be a string of 1-{MAX_MESSAGE_CHARS} characters, not only whitespace"
     elif not is_unicode_text(message):
         details["message"] = "must be valid Unicode text (no lone surrogates)"
     if details:
         raise InvalidBody(details)
-    return ChatTurn(session_id, message.strip())
+    return ChatTurn(session_id, message.strip(JS_WHITESPACE))
 
 
 def is_unicode_text(text: str) -> bool:

@@ -153,17 +153,24 @@ return redis.call('GET', KEYS[1])
 """
 
 # Appends one message and updates the summary in one atomic step.
-# ARGV: id, sessionId, now, message JSON, lastMessage, history count, create (1/0), retention
-# ms ('0' = keep forever: a conversation kept under an earlier retention is kept from now on).
+# ARGV: id, sessionId, now, message JSON without createdAt, lastMessage, history count, create (1/0),
+# retention ms ('0' = keep forever: a conversation kept under an earlier retention is kept from now on).
+# Workers stamp `now` before their request reaches Redis, so simultaneous appends can arrive out
+# of clock order: the message's createdAt is never earlier than the conversation's updatedAt,
+# which keeps createdAt in list order and makes updatedAt the running maximum of the stamps.
 # With create=0 a missing conversation (deleted meanwhile) is not brought back; returns false.
 # Returns the newest <history count> messages, including the new one.
 APPEND_SCRIPT = """
+local now = tonumber(ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[7] ~= '1' then return false end
-  redis.call('HSET', KEYS[1], '_id', ARGV[1], 'sessionId', ARGV[2], 'createdAt', ARGV[3])
+  redis.call('HSET', KEYS[1], '_id', ARGV[1], 'sessionId', ARGV[2], 'createdAt', now)
+else
+  now = math.max(now, tonumber(redis.call('HGET', KEYS[1], 'updatedAt')))
 end
-local count = redis.call('RPUSH', KEYS[2], ARGV[4])
-redis.call('HSET', KEYS[1], 'updatedAt', ARGV[3], 'lastMessage', ARGV[5], 'messageCount', count)
+local message = string.sub(ARGV[4], 1, -2) .. ',"createdAt":' .. string.format('%d', now) .. '}'
+local count = redis.call('RPUSH', KEYS[2], message)
+redis.call('HSET', KEYS[1], 'updatedAt', now, 'lastMessage', ARGV[5], 'messageCount', count)
 for i = 1, 2 do
   if ARGV[8] == '0' then redis.call('PERSIST', KEYS[i]) else redis.call('PEXPIRE', KEYS[i], ARGV[8]) end
 end
@@ -352,7 +359,7 @@ class Storage:
         nothing is returned.
         """
         created_at = self.now_ms()
-        message = {"_id": new_id(), "role": role, "content": content, "createdAt": created_at}
+        message = {"_id": new_id(), "role": role, "content": content}  # the script adds createdAt
         if interrupted:
             message["interrupted"] = True
         creates = role == "user"
@@ -372,8 +379,9 @@ class Storage:
                 self.retention_ms or 0,
             ],
         )
-        # XX: a reply never re-adds a conversation that was deleted meanwhile.
-        pipe.zadd(self.keys.index(), {conversation_id: created_at}, xx=not creates)
+        # XX: a reply never re-adds a conversation that was deleted meanwhile. GT: like updatedAt,
+        # the score only moves forward, whatever order simultaneous appends arrive in.
+        pipe.zadd(self.keys.index(), {conversation_id: created_at}, xx=not creates, gt=True)
         self._run(
             pipe, COUNT_MESSAGE_SCRIPT, [self.keys.message_counts(), self.keys.message_total()],
             [conversation_id, "1" if creates else "0"],

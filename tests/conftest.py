@@ -68,6 +68,33 @@ class RedisServer:
         return redis.Redis.from_url(self.url, decode_responses=True)
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise ValueError(f"no VmRSS for {pid}")
+
+
+def tcp_connections(pid: int) -> list[tuple[int, int]]:
+    """(local port, remote port) of every TCP connection a process holds open, in any state
+    but LISTEN (so a leaked socket waiting in CLOSE_WAIT counts). IPv4 loopback only."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed while we looked
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    connections = []
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        _, local, remote, state, *_, inode = line.split()[:10]
+        if inode in inodes and state != "0A":  # 0A: LISTEN
+            connections.append((int(local.split(":")[1], 16), int(remote.split(":")[1], 16)))
+    return connections
+
+
 def _pings(client) -> bool:
     try:
         return client.ping()
@@ -104,20 +131,24 @@ def upstream(upstream_server):
     upstream_server.release.set()
 
 
-@pytest.fixture
-def base_env(redis_server, redis_client, upstream, tmp_path):
+def deployment_env(redis_url: str, upstream_url: str, data_dir: Path) -> dict:
     """Environment of a correctly configured production deployment for tests."""
     return {
         "APP_ENV": "production",
         "WIDGET_API_KEY": WIDGET_KEY,
         "ADMIN_API_KEY": ADMIN_KEY,
-        "REDIS_URL": redis_server.url,
+        "REDIS_URL": redis_url,
         "OPENAI_API_KEY": "sk-test-upstream-key",
-        "OPENAI_BASE_URL": upstream.url,
+        "OPENAI_BASE_URL": upstream_url,
         "CORS_ORIGIN": "https://allowed.example",
         "RATE_LIMIT_MAX_REQUESTS": "1000",
-        "DATA_DIR": str(tmp_path / "data"),
+        "DATA_DIR": str(data_dir),
     }
+
+
+@pytest.fixture
+def base_env(redis_server, redis_client, upstream, tmp_path):
+    return deployment_env(redis_server.url, upstream.url, tmp_path / "data")
 
 
 @pytest.fixture
@@ -184,6 +215,11 @@ class Gunicorn:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def worker_pids(self) -> set[int]:
+        """The master's child processes: its workers (a replaced worker gets a new pid)."""
+        tasks = Path(f"/proc/{self.process.pid}/task").iterdir()
+        return {int(pid) for task in tasks for pid in (task / "children").read_text().split()}
+
     def stop(self):
         if self.process.poll() is None:
             self.process.terminate()
@@ -208,4 +244,22 @@ def start_gunicorn(base_env, tmp_path):
 
     yield start
     for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_gunicorn(redis_server, upstream_server, tmp_path_factory):
+    """One gunicorn (two workers, rate limit out of the way) for a whole test module.
+
+    `first_workers` holds its worker pids at start, so tests can check that none was lost.
+    """
+    directory = tmp_path_factory.mktemp("gunicorn")
+    env = {**deployment_env(redis_server.url, upstream_server.url, directory / "data"),
+           "WEB_CONCURRENCY": "2", "RATE_LIMIT_MAX_REQUESTS": "1000000"}
+    server = Gunicorn(env, directory / "gunicorn.log")
+    try:
+        server.wait_ready()
+        server.first_workers = server.worker_pids()
+        yield server
+    finally:
         server.stop()

@@ -4,18 +4,22 @@ Non-streamed requests get a JSON completion; streamed ones get SSE `data:` lines
 `data: [DONE]`. Faults are switched per test by setting attributes:
 
   reply          text of the answer (split into tokens on spaces, spaces kept)
+  echo           if True, the answer is "echo: <the last message of the prompt>" instead, so
+                 every reply can be told apart and found in storage
   fault          None, "status" (answer HTTP `status`), "hang" (never answer),
-                 "cut" (close the connection after `cut_after` tokens), "no_done" (end the
-                 stream without [DONE]), "malformed" (send a line that is not JSON)
+                 "cut" (close the connection after `cut_after` tokens, or halfway through
+                 a non-streamed body), "no_done" (end the stream without [DONE]),
+                 "malformed" (send a line, or a non-streamed body, that is not JSON)
   status         HTTP status used by fault="status"
-  token_delay    seconds between streamed tokens (a slow drip)
+  token_delay    seconds between streamed tokens, or between five pieces of a non-streamed
+                 body (a slow drip)
   report_usage   include `usage` (completion_tokens = number of tokens) in JSON replies, and as
                  a final chunk of streams that ask for it with stream_options.include_usage
 
-It records every request body in `requests`, and `hangups`: times at which it noticed the
-client had closed the connection while it was still streaming. `GET /v1/models` lists
-`models` (the `status` fault applies to it too), and records its Authorization header in
-`model_listings`.
+It records every request body in `requests`, and in `hangups` a (time, last prompt message)
+pair for each stream whose client closed the connection while it was still streaming.
+`GET /v1/models` lists `models` (the `status` fault applies to it too), and records its
+Authorization header in `model_listings`.
 """
 from __future__ import annotations
 
@@ -28,18 +32,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 1024  # bursts of hundreds of streams connect at once
+    request_queue_size = 1024  # the default backlog of 5 refuses bursts of simultaneous streams
 
 
 class FakeUpstream:
     def __init__(self):
         self.server = _Server(("127.0.0.1", 0), self._handler_class())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
         self.reset()
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def reset(self):
         self.reply = "Hello from the fake model."
+        self.echo = False
         self.fault = None
         self.status = 500
         self.token_delay = 0.0
@@ -48,15 +54,19 @@ class FakeUpstream:
         self.requests: list[dict] = []
         self.models = ["gpt-4.1-mini", "fake-model"]
         self.model_listings: list[str | None] = []
-        self.hangups: list[float] = []
+        self.hangups: list[tuple[float, str]] = []
         self.finished_streams = 0
         self.release = threading.Event()  # set to end a "hang"
 
-    def usage(self) -> dict:
-        return {"prompt_tokens": 10, "completion_tokens": len(self.tokens()), "total_tokens": 10 + len(self.tokens())}
+    def answer(self, body: dict) -> str:
+        return f"echo: {body['messages'][-1]['content']}" if self.echo else self.reply
 
-    def tokens(self) -> list[str]:
-        words = self.reply.split(" ")
+    def usage(self, body: dict) -> dict:
+        completion = len(self.tokens(body))
+        return {"prompt_tokens": 10, "completion_tokens": completion, "total_tokens": 10 + completion}
+
+    def tokens(self, body: dict) -> list[str]:
+        words = self.answer(body).split(" ")
         return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
     def close(self):
@@ -86,31 +96,43 @@ class FakeUpstream:
                 body = json.loads(self.rfile.read(length))
                 body["_authorization"] = self.headers.get("Authorization")
                 upstream.requests.append(body)
-                self.body = body
+                self.last_message = body["messages"][-1]["content"]
                 if upstream.fault == "hang":
                     upstream.release.wait(60)
                     return self._close()
                 if upstream.fault == "status":
                     return self._json(upstream.status, {"error": {"message": "fault"}})
                 if body.get("stream"):
-                    return self._stream()
+                    return self._stream(body)
                 reply = {
                     "id": "chatcmpl-test",
                     "object": "chat.completion",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": upstream.reply},
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": upstream.answer(body)},
                                  "finish_reason": "stop"}],
                 }
                 if upstream.report_usage:
-                    reply["usage"] = upstream.usage()
+                    reply["usage"] = upstream.usage(body)
                 return self._json(200, reply)
 
             def _json(self, status, payload):
                 data = json.dumps(payload).encode()
+                if upstream.fault == "malformed":
+                    data = b"{not json" + data
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if upstream.fault == "cut":
+                    self.wfile.write(data[: len(data) // 2])
+                    return self._close()
+                step = len(data) // 5 + 1 if upstream.token_delay else len(data)  # drip: five pieces
+                try:
+                    for start in range(0, len(data), step):
+                        time.sleep(upstream.token_delay)
+                        self.wfile.write(data[start:start + step])
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    self._close()  # the client gave up waiting
 
             def _close(self):
                 self.close_connection = True
@@ -119,7 +141,7 @@ class FakeUpstream:
                 """Wait up to `wait` seconds; True if the client closed the connection meanwhile."""
                 readable, _, _ = select.select([self.connection], [], [], wait)
                 if readable and self.connection.recv(1, 0x40) == b"":  # MSG_DONTWAIT
-                    upstream.hangups.append(time.monotonic())
+                    self._hung_up()
                     return True
                 return False
 
@@ -128,7 +150,7 @@ class FakeUpstream:
                 self.wfile.write(b"data: " + line + b"\n\n")
                 self.wfile.flush()
 
-            def _stream(self):
+            def _stream(self, body):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
@@ -136,7 +158,7 @@ class FakeUpstream:
                 self.close_connection = True
                 try:
                     self._event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
-                    for i, token in enumerate(upstream.tokens()):
+                    for i, token in enumerate(upstream.tokens(body)):
                         if upstream.fault == "cut" and i == upstream.cut_after:
                             return
                         if upstream.fault == "malformed" and i == 1:
@@ -144,13 +166,15 @@ class FakeUpstream:
                         if upstream.token_delay and self._client_gone(upstream.token_delay):
                             return
                         self._event({"choices": [{"index": 0, "delta": {"content": token}}]})
-                    wants_usage = (self.body.get("stream_options") or {}).get("include_usage")
-                    if upstream.report_usage and wants_usage:
-                        self._event({"choices": [], "usage": upstream.usage()})
+                    if upstream.report_usage and (body.get("stream_options") or {}).get("include_usage"):
+                        self._event({"choices": [], "usage": upstream.usage(body)})
                     if upstream.fault != "no_done":
                         self._event(b"[DONE]")
                     upstream.finished_streams += 1
                 except (BrokenPipeError, ConnectionResetError):
-                    upstream.hangups.append(time.monotonic())
+                    self._hung_up()
+
+            def _hung_up(self):
+                upstream.hangups.append((time.monotonic(), self.last_message))
 
         return Handler

@@ -168,7 +168,7 @@ def test_cursor_keeps_working_when_a_listed_conversation_gets_a_new_message(app,
 
 
 @pytest.mark.parametrize("cursor", [
-    "abc", "123", "123:", ":abc", "-1:abc", "1.5:abc", "12:a{b}", "12:a b", "1" * 17 + ":abc",
+    "", "abc", "123", "123:", ":abc", "-1:abc", "1.5:abc", "12:a{b}", "12:a b", "1" * 17 + ":abc",
     "12:" + "a" * 65, "12:abc:def",
 ])
 def test_malformed_cursor_is_400_naming_cursor(app, client, cursor):

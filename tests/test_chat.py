@@ -279,3 +279,13 @@ def test_non_ascii_and_nul_text_round_trips(app, client, upstream):
     upstream.reply = "Grüße 👋 ok"
     assert post_chat(client, message="héllo\u0000 世界").get_json()["message"] == "Grüße 👋 ok"
     assert [m["content"] for m in stored_messages(app)[1]] == ["héllo\u0000 世界", "Grüße 👋 ok"]
+
+
+@pytest.mark.parametrize("message, stored", [("\x1f", "\x1f"), ("\x85hi\x1c", "\x85hi\x1c"), ("\ufeff hi \u3000", "hi")])
+def test_whitespace_is_what_javascript_trims_so_the_document_and_original_agree(app, client, message, stored):
+    assert post_chat(client, message=message).status_code == 200
+    assert stored_messages(app)[1][0]["content"] == stored
+
+
+def test_a_message_of_only_javascript_whitespace_is_400(client):
+    assert post_chat(client, message="\ufeff\u2028 \t").status_code == 400

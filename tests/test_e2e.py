@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
 from tests.conftest import ADMIN_KEY, WIDGET_KEY, wait_until
+from tests.integrity import assert_replies_answer_their_question, stored_thread
 
 CHAT = {"X-Widget-Api-Key": WIDGET_KEY}
 ADMIN = {"X-Admin-Api-Key": ADMIN_KEY}
@@ -58,19 +60,65 @@ def test_one_worker_holds_many_streams_at_once(start_gunicorn, upstream):
             stream.close()
 
 
-def test_rate_limit_is_exact_across_workers(start_gunicorn, upstream):
-    server = start_gunicorn(WEB_CONCURRENCY="4", RATE_LIMIT_MAX_REQUESTS="25")
+def chat_statuses(urls, count, headers=CHAT, forwarded_for=lambda i: None) -> list[int]:
+    """Statuses of `count` simultaneous chat requests spread round-robin over urls.
+
+    Each request has a fresh connection, so requests also spread over each server's workers.
+    """
 
     def one(i):
-        # A fresh connection per request, so the requests spread over the workers.
+        extra = {"X-Forwarded-For": forwarded_for(i)} if forwarded_for(i) else {}
         with requests.Session() as session:
-            return session.post(server.url + "/v1/chat", json={"sessionId": f"rl-{i}", "message": "hi"},
-                                headers=CHAT, timeout=30).status_code
+            return session.post(urls[i % len(urls)] + "/v1/chat", json={"sessionId": f"rl-{i}", "message": "hi"},
+                                headers={**headers, **extra}, timeout=30).status_code
 
     with ThreadPoolExecutor(max_workers=16) as pool:
-        statuses = list(pool.map(one, range(60)))
+        return list(pool.map(one, range(count)))
+
+
+def test_rate_limit_is_exact_across_workers(start_gunicorn, upstream):
+    server = start_gunicorn(WEB_CONCURRENCY="4", RATE_LIMIT_MAX_REQUESTS="25")
+    statuses = chat_statuses([server.url], 60)
     assert statuses.count(200) == 25
     assert statuses.count(429) == 35
+
+
+def test_rate_limit_is_exact_across_two_instances_on_one_redis(start_gunicorn, upstream):
+    instances = [start_gunicorn(WEB_CONCURRENCY="2", RATE_LIMIT_MAX_REQUESTS="25") for _ in range(2)]
+    statuses = chat_statuses([server.url for server in instances], 60)
+    assert statuses.count(200) == 25
+    assert statuses.count(429) == 35
+
+
+def test_forged_x_forwarded_for_does_not_dodge_the_limit_without_trusted_proxies(start_gunicorn, upstream):
+    server = start_gunicorn(TRUSTED_PROXY_COUNT="0", RATE_LIMIT_MAX_REQUESTS="10")
+    statuses = chat_statuses([server.url], 30, forwarded_for=lambda i: f"198.51.100.{i}")
+    assert statuses.count(200) == 10 and statuses.count(429) == 20
+
+
+def test_with_one_trusted_proxy_the_hop_it_appended_is_the_client(start_gunicorn, upstream, redis_client):
+    server = start_gunicorn(TRUSTED_PROXY_COUNT="1", RATE_LIMIT_MAX_REQUESTS="10")
+    # One client forges a new left-hand address each time; the proxy appends its real one.
+    statuses = chat_statuses([server.url], 30, forwarded_for=lambda i: f"198.51.100.{i}, 203.0.113.7")
+    assert statuses.count(200) == 10 and statuses.count(429) == 20
+    limiter_keys = {key for key in redis_client.keys("*") if ":{admission}:ip:" in key}
+    assert limiter_keys == {"ocw:{admission}:ip:203.0.113.7"}
+
+
+def test_limiter_keys_expire_so_redis_does_not_grow_with_the_number_of_ips(start_gunicorn, upstream, redis_client):
+    server = start_gunicorn(TRUSTED_PROXY_COUNT="1", RATE_LIMIT_WINDOW_MS="1000")
+    # Keyless requests: counted by the limiter, then refused.
+    statuses = chat_statuses([server.url], 300, headers={}, forwarded_for=lambda i: f"10.9.{i // 250}.{i % 250}")
+    assert statuses == [401] * 300
+
+    def limiter_keys():
+        return len(redis_client.keys("ocw:{admission}:ip:*"))
+
+    held = limiter_keys()
+    assert 0 < held <= 300
+    sent = time.monotonic()
+    assert wait_until(lambda: limiter_keys() == 0, timeout=15), limiter_keys()
+    print(f"limiter keys held={held}, all reclaimed {time.monotonic() - sent:.2f}s after the last request")
 
 
 def test_client_disconnect_closes_upstream_and_stores_partial_reply_as_interrupted(start_gunicorn, upstream):
@@ -128,29 +176,79 @@ def test_heartbeat_pings_flow_through_gunicorn(start_gunicorn, upstream):
     assert kinds[0] == "start" and kinds[-1] == "done" and "ping" in kinds
 
 
-def test_concurrent_sessions_keep_their_messages_apart(start_gunicorn, upstream):
+def test_20_sessions_of_20_messages_at_once_lose_nothing_and_mix_nothing(start_gunicorn, upstream, redis_client):
     server = start_gunicorn(WEB_CONCURRENCY="3")
     upstream.token_delay = 0.01
+    upstream.echo = True
+    sessions, turns = [f"sess-{i}" for i in range(20)], 20
     errors = []
 
     def converse(session):
         try:
-            for turn in range(5):
+            for turn in range(turns):
                 with open_stream(server.url, session=session, message=f"{session}/{turn}") as response:
                     assert json.loads(list(response.iter_lines())[-1])["type"] == "done"
         except Exception as exc:  # reported by the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=converse, args=(f"sess-{i}",)) for i in range(8)]
+    threads = [threading.Thread(target=converse, args=(session,)) for session in sessions]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
-    for i in range(8):
-        messages = thread_of(server.url, f"sess-{i}")["messages"]
-        assert [m["content"] for m in messages if m["role"] == "user"] == [f"sess-{i}/{t}" for t in range(5)]
-        assert [m["role"] for m in messages] == ["user", "assistant"] * 5
+    for session in sessions:
+        _, messages = stored_thread(redis_client, session)
+        assert [m["content"] for m in messages if m["role"] == "user"] == [f"{session}/{t}" for t in range(turns)]
+        assert [m["role"] for m in messages] == ["user", "assistant"] * turns
+        assert_replies_answer_their_question(messages)
+
+
+def test_50_simultaneous_first_messages_of_one_session_make_one_conversation_holding_all(
+    start_gunicorn, upstream, redis_client
+):
+    server = start_gunicorn(WEB_CONCURRENCY="3")
+    upstream.echo = True
+    start = threading.Barrier(50)
+
+    def first_message(i):
+        start.wait()
+        with requests.Session() as session:  # a connection of its own, so the 50 spread over the workers
+            response = session.post(server.url + "/v1/chat", json={"sessionId": "crowd", "message": f"m{i}"},
+                                    headers=CHAT, timeout=30)
+        return response.status_code, response.json()["conversationId"]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(first_message, range(50)))
+    assert {status for status, _ in answers} == {200}
+    assert len({conversation for _, conversation in answers}) == 1
+    summary, messages = stored_thread(redis_client, "crowd")
+    assert summary["_id"] == answers[0][1]
+    assert sorted(m["content"] for m in messages if m["role"] == "user") == sorted(f"m{i}" for i in range(50))
+    assert sorted(m["content"] for m in messages if m["role"] == "assistant") == sorted(f"echo: m{i}" for i in range(50))
+    assert redis_client.zcard("ocw:conversations") == 1
+
+
+def test_a_page_on_a_disallowed_origin_can_neither_read_replies_nor_spend_tokens(start_gunicorn, upstream, redis_client):
+    server = start_gunicorn(CORS_ORIGIN="https://allowed.example")
+    foreign = {"Origin": "https://evil.example"}
+    for path in ("/v1/chat", "/v1/chat/stream", "/chat"):
+        refused = requests.post(server.url + path, json={"sessionId": "cors", "message": "hi"},
+                                headers={**CHAT, **foreign}, timeout=10)
+        assert refused.status_code == 403 and refused.json() == {"error": "Origin not allowed"}
+        assert "Access-Control-Allow-Origin" not in refused.headers
+        preflight = requests.options(server.url + path, headers={**foreign, "Access-Control-Request-Method": "POST"},
+                                     timeout=10)
+        assert "Access-Control-Allow-Origin" not in preflight.headers
+    listing = requests.get(server.url + "/v1/admin/conversations", headers={**ADMIN, **foreign}, timeout=10)
+    assert "Access-Control-Allow-Origin" not in listing.headers  # the browser keeps the answer from the page
+    assert upstream.requests == []
+    # Only admission counters (the IP window, the refused-origin count) may have been written.
+    assert [key for key in redis_client.keys("*") if "{admission}" not in key] == []
+    allowed = requests.post(server.url + "/v1/chat", json={"sessionId": "cors", "message": "hi"},
+                            headers={**CHAT, "Origin": "https://allowed.example"}, timeout=10)
+    assert allowed.status_code == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://allowed.example"
 
 
 def test_a_burst_of_simultaneous_streams_on_one_worker_all_succeed(start_gunicorn, upstream):
@@ -176,3 +274,4 @@ def test_a_burst_of_simultaneous_streams_on_one_worker_all_succeed(start_gunicor
 
     results = asyncio.run(burst(600))
     assert Counter(results) == Counter({(200, "done", None): 600})
+

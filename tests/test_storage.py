@@ -152,6 +152,20 @@ def test_interrupted_flag_is_stored_only_when_given(turns, redis_client, role):
     assert messages[2]["interrupted"] is True
 
 
+def test_appends_arriving_out_of_clock_order_keep_times_in_list_order(turns, redis_client):
+    # Two workers stamp their messages, and the later stamp reaches Redis first.
+    conversation_id = turns.conversation_for_session("s-1")
+    for stamp, role in ((5000, "user"), (3000, "user"), (4000, "assistant"), (6000, "assistant")):
+        turns.clock = lambda: stamp / 1000
+        turns.append_message(conversation_id, "s-1", role, f"at {stamp}")
+    summary, messages = turns.get_conversation(conversation_id)
+    assert [(m["content"], m["createdAt"]) for m in messages] == [
+        ("at 5000", 5000), ("at 3000", 5000), ("at 4000", 5000), ("at 6000", 6000)
+    ]
+    assert summary["createdAt"] == 5000 and summary["updatedAt"] == 6000
+    assert redis_client.zscore("ocw:conversations", conversation_id) == 6000
+
+
 # ---- cost of operations --------------------------------------------------------------------
 
 

@@ -1,0 +1,50 @@
+"""Reads a session's conversation straight from Redis and checks that it is whole.
+
+Used after faults and concurrent load: whatever happened, a stored conversation must be one
+that the service could have written step by step.
+"""
+from __future__ import annotations
+
+import storage
+
+
+def stored_thread(client, session_id: str, prefix: str = "ocw") -> tuple[dict, list[dict]]:
+    """(summary, messages) of the session's conversation, after checking they agree.
+
+    Agree means: the session maps to a conversation that exists; messages are in the order
+    they were written (createdAt never goes back); the summary's count, last message and
+    updatedAt are those of the list; the listing index holds the conversation at updatedAt.
+    """
+    turns = storage.Storage(client, prefix)
+    conversation_id = client.get(turns.keys.session(session_id))
+    assert conversation_id, f"session {session_id} has no conversation"
+    found = turns.get_conversation(conversation_id)
+    assert found is not None, f"session {session_id} maps to a missing conversation"
+    summary, messages = found
+    assert summary["sessionId"] == session_id
+    assert messages, f"conversation of {session_id} is empty"
+    times = [m["createdAt"] for m in messages]
+    assert times == sorted(times), f"messages of {session_id} are out of order"
+    assert summary["messageCount"] == len(messages)
+    assert summary["lastMessage"] == messages[-1]["content"][: storage.LAST_MESSAGE_CHARS]
+    assert summary["updatedAt"] == messages[-1]["createdAt"]
+    assert summary["createdAt"] == messages[0]["createdAt"]
+    assert client.zscore(turns.keys.index(), conversation_id) == summary["updatedAt"]
+    return summary, messages
+
+
+def assert_replies_answer_their_question(messages: list[dict]) -> None:
+    """With the fake upstream's `echo`, each reply follows the message it answers.
+
+    An interrupted reply is a beginning of the full answer; nothing from another turn or
+    another session can sit in between.
+    """
+    for previous, message in zip(messages, messages[1:]):
+        if message["role"] != "assistant":
+            continue
+        assert previous["role"] == "user", f"reply without its question: {message}"
+        expected = f"echo: {previous['content']}"
+        if message.get("interrupted"):
+            assert expected.startswith(message["content"]), message
+        else:
+            assert message["content"] == expected, (previous, message)

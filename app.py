@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_MESSAGE_CHARS = 4000
 SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+SESSION_ID_RULE = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
+HISTORY_LIMIT = 100
 EMPTY_REPLY = "I could not generate a response right now."
 STREAM_HEADERS = {
     "Content-Type": "application/x-ndjson; charset=utf-8",
@@ -139,7 +141,7 @@ def read_chat_request() -> tuple[str, str]:
     details = {}
     session_id, message = body.get("sessionId"), body.get("message")
     if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
-        details["sessionId"] = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
+        details["sessionId"] = SESSION_ID_RULE
     if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE_CHARS:
         details["message"] = f"must be a string of 1-{MAX_MESSAGE_CHARS} characters, not only whitespace"
     elif not is_unicode_text(message):
@@ -248,6 +250,17 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
                 turns.append_message(conversation_id, session_id, "assistant", partial, interrupted=True)
             except storage.UNAVAILABLE:
                 logger.error("Could not store an interrupted reply")
+
+
+@chat.get("/v1/chat/history")
+def chat_history():
+    """A session's messages, oldest first (the newest HISTORY_LIMIT), so a widget can redraw its thread."""
+    session_id = request.args.get("sessionId", "")
+    if not SESSION_ID.fullmatch(session_id):
+        return json_error(400, "Invalid query", details={"sessionId": SESSION_ID_RULE})
+    response = jsonify(messages=store().session_messages(session_id, HISTORY_LIMIT))
+    response.headers["Cache-Control"] = "no-store"  # a visitor's conversation is nobody else's
+    return response
 
 
 # ---- admin ---------------------------------------------------------------------------------

@@ -17,9 +17,13 @@ SECURITY_HEADERS = {
 PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type, x-widget-api-key"}
 
 
-@pytest.mark.parametrize("path", ["/v1/chat", "/v1/chat/stream", "/chat", "/v1/admin/conversations"])
-def test_preflight_needs_no_key_and_allows_the_configured_origin(client, path):
-    response = client.options(path, headers={"Origin": ALLOWED, **PREFLIGHT})
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/v1/chat"), ("POST", "/v1/chat/stream"), ("POST", "/chat"), ("GET", "/v1/chat/history"),
+    ("GET", "/v1/admin/conversations"),
+])
+def test_preflight_needs_no_key_and_allows_the_configured_origin(client, method, path):
+    preflight = {**PREFLIGHT, "Access-Control-Request-Method": method}
+    response = client.options(path, headers={"Origin": ALLOWED, **preflight})
     assert response.status_code == 204
     assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
     assert "Origin" in response.headers["Vary"]

@@ -190,3 +190,22 @@ def test_a_chat_turn_costs_the_same_redis_commands_whatever_the_history_length(a
     assert sum(costs["short"].values()) == sum(costs["long"].values())
     assert "keys" not in costs["long"] and "scan" not in costs["long"]
     assert turns.get_conversation(turns.conversation_for_session("long"))[0]["messageCount"] == 202
+
+
+@pytest.mark.parametrize("length", [3, 500])
+def test_session_history_is_one_get_and_one_lrange_whatever_the_length(turns, redis_client, length):
+    conversation_id = start_conversation(turns, "reader")
+    for i in range(length - 1):
+        turns.append_message(conversation_id, "reader", "assistant", f"m{i}")
+    redis_client.config_resetstat()
+    messages = turns.session_messages("reader", 100)
+    assert len(messages) == min(length, 100)
+    assert command_calls(redis_client) == {"get": 1, "lrange": 1}
+
+
+def test_session_history_of_an_unknown_session_only_reads(turns, redis_client):
+    turns.ping()  # opens the pooled connection, whose handshake is not the read's cost
+    redis_client.config_resetstat()
+    assert turns.session_messages("unknown", 100) == []
+    assert command_calls(redis_client) == {"get": 1}
+    assert redis_client.keys("*") == []

@@ -1,9 +1,10 @@
-"""Cross-cutting HTTP behaviour: CORS, security headers, JSON errors, health and readiness."""
+"""Cross-cutting HTTP behaviour: CORS, security headers, JSON errors, health, readiness and the
+widget script."""
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, chat_headers, free_port
+from tests.conftest import ADMIN_KEY, ROOT, chat_headers, free_port
 
 ALLOWED = "https://allowed.example"
 FOREIGN = "https://evil.example"
@@ -160,7 +161,16 @@ def test_ready_and_routes_answer_503_json_when_redis_is_unreachable(make_app):
     assert admin.status_code == 503 and admin.get_json() == {"error": "Storage unavailable"}
 
 
-def test_widget_route_is_wired_and_answers_json_404_until_the_widget_exists(client):
+def test_widget_script_is_served_as_javascript_with_an_etag_and_a_short_cache(client):
     response = client.get("/widget/chat-widget.js")
-    assert response.status_code == 404
-    assert response.get_json() == {"error": "Not found"}
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/javascript; charset=utf-8"
+    assert response.headers["Cache-Control"] == "public, max-age=300"
+    assert response.data == (ROOT / "static" / "chat-widget.js").read_bytes()
+    etag = response.headers["ETag"]
+    unchanged = client.get("/widget/chat-widget.js", headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.data == b""
+    assert unchanged.headers["ETag"] == etag
+    changed = client.get("/widget/chat-widget.js", headers={"If-None-Match": '"some-older-version"'})
+    assert changed.status_code == 200

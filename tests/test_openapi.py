@@ -15,7 +15,7 @@ DOCUMENT_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 WIDGET_SCHEMES = {"widgetKey", "widgetKeyAlt", "widgetBearer"}
 ADMIN_SCHEMES = {"adminKey", "adminBearer"}
-PUBLIC_PATHS = {"/health", "/ready", "/v1/openapi.json", "/widget/chat-widget.js"}
+PUBLIC_PATHS = {"/", "/health", "/ready", "/v1/openapi.json", "/widget/chat-widget.js"}
 CHAT_PATHS = {"/v1/chat", "/v1/chat/stream", "/chat", "/v1/chat/history"}
 ADMIN_PATHS = {"/v1/admin/conversations", "/v1/admin/conversations/{conversationId}"}
 
@@ -236,6 +236,7 @@ def test_documented_schemas_match_real_responses(client, document):
     bad_session = client.get("/v1/chat/history?sessionId=bad%20id", headers=chat_headers())
     assert bad_session.status_code == 400
     assert_matches(document, "ValidationError", bad_session.get_json())
+    assert_matches(document, "ServiceInfo", client.get("/").get_json())
 
     conversation_id = reply.get_json()["conversationId"]
     thread = client.get(f"/v1/admin/conversations/{conversation_id}", headers=admin_headers())

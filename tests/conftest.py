@@ -104,20 +104,25 @@ def upstream(upstream_server):
     upstream_server.release.set()
 
 
-@pytest.fixture
-def base_env(redis_server, redis_client, upstream, tmp_path):
+def deployment_env(redis_url: str, upstream_url: str, data_dir: Path) -> dict:
     """Environment of a correctly configured production deployment for tests."""
     return {
         "APP_ENV": "production",
         "WIDGET_API_KEY": WIDGET_KEY,
         "ADMIN_API_KEY": ADMIN_KEY,
-        "REDIS_URL": redis_server.url,
+        "REDIS_URL": redis_url,
         "OPENAI_API_KEY": "sk-test-upstream-key",
-        "OPENAI_BASE_URL": upstream.url,
+        "OPENAI_BASE_URL": upstream_url,
         "CORS_ORIGIN": "https://allowed.example",
         "RATE_LIMIT_MAX_REQUESTS": "1000",
-        "DATA_DIR": str(tmp_path / "data"),
+        "DATA_DIR": str(data_dir),
     }
+
+
+@pytest.fixture
+def base_env(redis_server, redis_client, upstream, tmp_path):
+    """deployment_env for one test: Redis emptied and the upstream reset first."""
+    return deployment_env(redis_server.url, upstream.url, tmp_path / "data")
 
 
 @pytest.fixture

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request, send_from_directory
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import auth
@@ -26,7 +27,14 @@ from llm import DemoResponder, OpenAIClient, UpstreamError, estimate_tokens
 
 ROOT = Path(__file__).resolve().parent
 MAX_BODY_BYTES = 2 * 1024 * 1024
+HISTORY_LIMIT = 100
 EMPTY_REPLY = "I could not generate a response right now."
+# The demo page loads only this service's script, talks only to this service, and styles itself
+# with one nonce'd <style>: the widget must (and does) work under a policy this strict.
+DEMO_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'nonce-{nonce}'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 STREAM_HEADERS = {
     "Content-Type": "application/x-ndjson; charset=utf-8",
     "Cache-Control": "no-store, no-transform",
@@ -84,6 +92,22 @@ def store() -> storage.Storage:
 # ---- public routes -------------------------------------------------------------------------
 
 public = Blueprint("public", __name__)
+
+
+@public.get("/")
+def home():
+    """Development: the demo page (widget, embed snippet, headless example). Production: no key, only pointers."""
+    settings: Settings = current_app.config["SETTINGS"]
+    if settings.production:
+        return jsonify(service="Open Chat Widget API", openapi="/v1/openapi.json", widget="/widget/chat-widget.js")
+    nonce = secrets.token_urlsafe(16)
+    page = render_template(
+        "demo.html", base_url=request.host_url.rstrip("/"), widget_key=settings.widget_keys[0], nonce=nonce
+    )
+    response = Response(page, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = DEMO_PAGE_CSP.format(nonce=nonce)
+    response.headers["Cache-Control"] = "no-store"  # it carries a key
+    return response
 
 
 @public.get("/health")
@@ -235,6 +259,17 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
                 )
             except storage.UNAVAILABLE:
                 logger.error("Could not store an interrupted reply")
+
+
+@chat.get("/v1/chat/history")
+def chat_history():
+    """A session's messages, oldest first (the newest HISTORY_LIMIT), so a widget can redraw its thread."""
+    session_id = request.args.get("sessionId", "")
+    if not SESSION_ID.fullmatch(session_id):
+        return json_error(400, "Invalid query", details={"sessionId": SESSION_ID_RULE})
+    response = jsonify(messages=store().session_messages(session_id, HISTORY_LIMIT))
+    response.headers["Cache-Control"] = "no-store"  # a visitor's conversation is nobody else's
+    return response
 
 
 # ---- admin ---------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def main() -> None:
     port = os.environ.setdefault("PORT", "8000")
     base_url = f"http://localhost:{port}"
     print(f"\nOpen Chat Widget (development) at {base_url}")
+    print(f"  Demo page (the widget, an embed snippet, a fetch example): {base_url}/")
     # Printing is the point here: these are throwaway development keys kept in the data folder.
     for name in generated:
         print(f"  {name}={os.environ[name]}   (kept in {data_dir}/dev-keys.json)")

@@ -400,6 +400,17 @@ class Storage:
         recent = pipe.execute()[0]
         return [json.loads(item) for item in recent or []]
 
+    def session_messages(self, session_id: str, limit: int) -> list[dict]:
+        """The newest `limit` messages of a session's conversation, oldest first; [] if it has none.
+
+        A plain GET of the mapping, never SET NX: asking about an unknown session stores nothing.
+        Two round trips, whatever the length of the conversation.
+        """
+        conversation_id = self.client.get(self.keys.session(session_id))
+        if conversation_id is None:
+            return []
+        return [json.loads(m) for m in self.client.lrange(self.keys.messages(conversation_id), -limit, -1)]
+
     def list_conversations(self, limit: int, cursor: str | None = None) -> Page:
         """A page of summaries, newest updatedAt first, in O(log N + limit)."""
         self.sweep()

@@ -148,6 +148,7 @@ def deployment_env(redis_url: str, upstream_url: str, data_dir: Path) -> dict:
 
 @pytest.fixture
 def base_env(redis_server, redis_client, upstream, tmp_path):
+    """deployment_env for one test: Redis emptied and the upstream reset first."""
     return deployment_env(redis_server.url, upstream.url, tmp_path / "data")
 
 

@@ -10,7 +10,7 @@ import pytest
 import auth
 from tests.conftest import ADMIN_KEY, ADMIN_KEY_2, WIDGET_KEY, WIDGET_KEY_2
 
-CHAT_ROUTES = [("POST", "/v1/chat"), ("POST", "/v1/chat/stream"), ("POST", "/chat")]
+CHAT_ROUTES = [("POST", "/v1/chat"), ("POST", "/v1/chat/stream"), ("POST", "/chat"), ("GET", "/v1/chat/history")]
 ADMIN_ROUTES = [
     ("GET", "/v1/admin/conversations"),
     ("GET", "/v1/admin/conversations/unknownid"),
@@ -55,9 +55,15 @@ GOOD_ADMIN_HEADERS = {
 }
 
 
-def call(client, method, path, headers, query=""):
-    kwargs = {"json": BODY} if method == "POST" else {}
-    return client.open(path + query, method=method, headers=headers, **kwargs)
+def call(client, method, path, headers, query=None):
+    """One request: chat POSTs carry BODY, the history GET its sessionId, each plus `query`."""
+    args = dict(query or {})
+    kwargs = {}
+    if method == "POST":
+        kwargs["json"] = BODY
+    elif path == "/v1/chat/history":
+        args["sessionId"] = BODY["sessionId"]
+    return client.open(path, method=method, headers=headers, query_string=args, **kwargs)
 
 
 @pytest.mark.parametrize("case", BAD_CHAT_HEADERS)
@@ -79,7 +85,7 @@ def test_chat_route_accepts_widget_key_in_each_header(client, method, path, case
 @pytest.mark.parametrize("method, path", CHAT_ROUTES)
 def test_widget_key_in_query_string_is_not_accepted(client, method, path):
     for name in ("key", "apiKey", "api_key", "X-Widget-Api-Key"):
-        assert call(client, method, path, {}, query=f"?{name}={WIDGET_KEY}").status_code == 401
+        assert call(client, method, path, {}, query={name: WIDGET_KEY}).status_code == 401
 
 
 @pytest.mark.parametrize("case", BAD_ADMIN_HEADERS)
@@ -100,7 +106,7 @@ def test_admin_route_accepts_admin_key_in_each_header(client, method, path, case
 
 @pytest.mark.parametrize("method, path", ADMIN_ROUTES)
 def test_admin_key_in_query_string_is_not_accepted(client, method, path):
-    assert call(client, method, path, {}, query=f"?key={ADMIN_KEY}").status_code == 401
+    assert call(client, method, path, {}, query={"key": ADMIN_KEY}).status_code == 401
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-Admin-Api-Key": ADMIN_KEY}, {"X-Admin-Api-Key": "z" * 30}])

@@ -1,4 +1,4 @@
-"""Chat routes: validation, storage of each turn, the prompt sent upstream, the NDJSON stream."""
+"""Chat routes: validation, storage of each turn, the prompt sent upstream, the NDJSON stream, a session's history."""
 from __future__ import annotations
 
 import json
@@ -289,3 +289,62 @@ def test_whitespace_is_what_javascript_trims_so_the_document_and_original_agree(
 
 def test_a_message_of_only_javascript_whitespace_is_400(client):
     assert post_chat(client, message="\ufeff\u2028 \t").status_code == 400
+# ---- history -------------------------------------------------------------------------------
+
+def get_history(client, session="s-1", **headers):
+    return client.get("/v1/chat/history", query_string={"sessionId": session}, headers=chat_headers(**headers))
+
+
+def test_history_is_the_sessions_messages_oldest_first_as_stored(app, client, upstream):
+    for text in ("first", "second"):
+        upstream.reply = f"re {text}"
+        post_chat(client, message=text)
+    post_chat(client, session="someone-else", message="not yours")
+    turns = app.extensions["storage"]
+    turns.append_message(turns.conversation_for_session("s-1"), "s-1", "assistant", "cut sh", interrupted=True)
+
+    response = get_history(client)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    messages = response.get_json()["messages"]
+    assert messages == stored_messages(app)[1]
+    assert [m["content"] for m in messages] == ["first", "re first", "second", "re second", "cut sh"]
+    assert messages[-1]["interrupted"] is True and "interrupted" not in messages[0]
+
+
+def test_history_is_at_most_the_newest_100_messages(app, client):
+    turns = app.extensions["storage"]
+    conversation_id = turns.conversation_for_session("long")
+    for i in range(130):
+        turns.append_message(conversation_id, "long", "user", f"m{i}")
+    messages = get_history(client, "long").get_json()["messages"]
+    assert [m["content"] for m in messages] == [f"m{i}" for i in range(30, 130)]
+
+
+def test_history_of_an_unknown_session_is_empty_and_stores_nothing(client, redis_client):
+    response = get_history(client, "never-seen")
+    assert response.status_code == 200
+    assert response.get_json() == {"messages": []}
+    assert all("{admission}" in key for key in redis_client.keys("*"))
+
+
+def test_history_of_a_deleted_conversation_is_empty(app, client):
+    conversation_id = post_chat(client).get_json()["conversationId"]
+    assert app.extensions["storage"].delete_conversation(conversation_id)
+    assert get_history(client).get_json() == {"messages": []}
+
+
+@pytest.mark.parametrize("query", [{}, {"sessionId": ""}, {"sessionId": "bad id"}, {"sessionId": "x" * 129},
+                                   {"sessionId": "abc\n"}, {"sessionId": "a{b}"}])
+def test_history_session_id_follows_the_chat_rule_or_400(client, redis_client, query):
+    response = client.get("/v1/chat/history", query_string=query, headers=chat_headers())
+    assert response.status_code == 400
+    assert response.get_json() == {
+        "error": "Invalid query", "details": {"sessionId": "must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
+    }
+
+
+def test_history_counts_against_the_chat_rate_limit(make_app):
+    client = make_app(RATE_LIMIT_MAX_REQUESTS="2").test_client()
+    assert [get_history(client).status_code for _ in range(3)] == [200, 200, 429]
+    assert post_chat(client).status_code == 429

@@ -1,9 +1,10 @@
-"""Cross-cutting HTTP behaviour: CORS, security headers, JSON errors, health and readiness."""
+"""Cross-cutting HTTP behaviour: CORS, security headers, JSON errors, health, readiness, and the
+public pages (widget script, home page)."""
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, chat_headers, free_port
+from tests.conftest import ADMIN_KEY, ROOT, WIDGET_KEY, WIDGET_KEY_2, chat_headers, free_port
 
 ALLOWED = "https://allowed.example"
 FOREIGN = "https://evil.example"
@@ -17,9 +18,13 @@ SECURITY_HEADERS = {
 PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type, x-widget-api-key"}
 
 
-@pytest.mark.parametrize("path", ["/v1/chat", "/v1/chat/stream", "/chat", "/v1/admin/conversations"])
-def test_preflight_needs_no_key_and_allows_the_configured_origin(client, path):
-    response = client.options(path, headers={"Origin": ALLOWED, **PREFLIGHT})
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/v1/chat"), ("POST", "/v1/chat/stream"), ("POST", "/chat"), ("GET", "/v1/chat/history"),
+    ("GET", "/v1/admin/conversations"),
+])
+def test_preflight_needs_no_key_and_allows_the_configured_origin(client, method, path):
+    preflight = {**PREFLIGHT, "Access-Control-Request-Method": method}
+    response = client.options(path, headers={"Origin": ALLOWED, **preflight})
     assert response.status_code == 204
     assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
     assert "Origin" in response.headers["Vary"]
@@ -156,7 +161,58 @@ def test_ready_and_routes_answer_503_json_when_redis_is_unreachable(make_app):
     assert admin.status_code == 503 and admin.get_json() == {"error": "Storage unavailable"}
 
 
-def test_widget_route_is_wired_and_answers_json_404_until_the_widget_exists(client):
+def test_widget_script_is_served_as_javascript_with_an_etag_and_a_short_cache(client):
     response = client.get("/widget/chat-widget.js")
-    assert response.status_code == 404
-    assert response.get_json() == {"error": "Not found"}
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/javascript; charset=utf-8"
+    assert response.headers["Cache-Control"] == "public, max-age=300"
+    assert response.data == (ROOT / "static" / "chat-widget.js").read_bytes()
+    etag = response.headers["ETag"]
+    unchanged = client.get("/widget/chat-widget.js", headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.data == b""
+    assert unchanged.headers["ETag"] == etag
+    changed = client.get("/widget/chat-widget.js", headers={"If-None-Match": '"some-older-version"'})
+    assert changed.status_code == 200
+
+
+# ---- the home page -------------------------------------------------------------------------
+
+def test_home_in_production_exposes_no_key(make_app):
+    client = make_app(WIDGET_API_KEY=f"{WIDGET_KEY},{WIDGET_KEY_2}").test_client()
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "service": "Open Chat Widget API", "openapi": "/v1/openapi.json", "widget": "/widget/chat-widget.js",
+    }
+    for secret in (WIDGET_KEY, WIDGET_KEY_2, ADMIN_KEY, "sk-test-upstream-key"):
+        assert secret not in response.get_data(as_text=True)
+
+
+def test_demo_page_in_development_embeds_the_widget_with_the_first_widget_key(make_app):
+    client = make_app(APP_ENV="development", WIDGET_API_KEY=f"{WIDGET_KEY},{WIDGET_KEY_2}").test_client()
+    response = client.get("/", base_url="http://demo.example:8000")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    assert response.headers["Cache-Control"] == "no-store"
+    page = response.get_data(as_text=True)
+    script_tag = (
+        '<script src="http://demo.example:8000/widget/chat-widget.js" data-api-url="http://demo.example:8000/chat"'
+        f' data-api-key="{WIDGET_KEY}"'
+    )
+    assert script_tag in page
+    assert f'\n  data-api-key="{WIDGET_KEY}"\n' in page  # the embed snippet, one attribute a line
+    assert "http://demo.example:8000/v1/chat/stream" in page  # the headless fetch example
+    assert WIDGET_KEY_2 not in page and ADMIN_KEY not in page
+
+
+def test_demo_page_allows_only_its_own_scripts_and_its_nonced_style(make_app):
+    client = make_app(APP_ENV="development").test_client()
+    first, second = client.get("/"), client.get("/")
+    policy = first.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert "'unsafe-inline'" not in policy
+    nonce = policy.split("'nonce-")[1].split("'")[0]
+    assert f'<style nonce="{nonce}">' in first.get_data(as_text=True)
+    assert second.headers["Content-Security-Policy"] != policy  # a fresh nonce every time
+    assert first.headers["X-Frame-Options"] == "DENY"

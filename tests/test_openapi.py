@@ -15,8 +15,8 @@ DOCUMENT_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 WIDGET_SCHEMES = {"widgetKey", "widgetKeyAlt", "widgetBearer"}
 ADMIN_SCHEMES = {"adminKey", "adminBearer"}
-PUBLIC_PATHS = {"/health", "/ready", "/v1/openapi.json", "/widget/chat-widget.js"}
-CHAT_PATHS = {"/v1/chat", "/v1/chat/stream", "/chat"}
+PUBLIC_PATHS = {"/", "/health", "/ready", "/v1/openapi.json", "/widget/chat-widget.js"}
+CHAT_PATHS = {"/v1/chat", "/v1/chat/stream", "/chat", "/v1/chat/history"}
 ADMIN_PATHS = {
     "/v1/admin/conversations", "/v1/admin/conversations/{conversationId}", "/v1/admin/export",
     "/v1/admin/sessions/{sessionId}", "/v1/admin/stats", "/metrics",
@@ -153,6 +153,7 @@ def test_chat_operations_document_every_status_they_answer(document):
         assert _codes(document, path, "post") >= {"200", "400", "401", "403", "413", "429", "503"}
         ok = deref(document, document["paths"][path]["post"]["responses"]["200"])
         assert "application/x-ndjson" in ok["content"]
+    assert _codes(document, "/v1/chat/history", "get") >= {"200", "400", "401", "429", "503"}
     assert document["paths"]["/chat"]["post"]["responses"] == document["paths"]["/v1/chat/stream"]["post"]["responses"]
     assert document["paths"]["/chat"]["post"]["requestBody"] == document["paths"]["/v1/chat/stream"]["post"]["requestBody"]
 
@@ -180,9 +181,10 @@ def test_every_operation_documents_json_errors_for_anything_else(document):
 
 
 def test_rate_limited_answer_documents_retry_after(document):
-    for path in CHAT_PATHS:
-        too_many = deref(document, document["paths"][path]["post"]["responses"]["429"])
-        assert "Retry-After" in too_many["headers"]
+    for path, method, operation in operations(document):
+        if path in CHAT_PATHS:
+            too_many = deref(document, operation["responses"]["429"])
+            assert "Retry-After" in too_many["headers"], f"{method.upper()} {path}"
 
 
 def test_every_error_response_is_the_error_shape(document):
@@ -231,6 +233,14 @@ def test_documented_schemas_match_real_responses(client, document):
     listing = client.get("/v1/admin/conversations?limit=1", headers=admin_headers())
     assert listing.status_code == 200
     assert_matches(document, "ConversationList", listing.get_json())
+
+    history = client.get("/v1/chat/history?sessionId=openapi-check", headers=chat_headers())
+    assert history.status_code == 200 and len(history.get_json()["messages"]) == 4
+    assert_matches(document, "ChatHistory", history.get_json())
+    bad_session = client.get("/v1/chat/history?sessionId=bad%20id", headers=chat_headers())
+    assert bad_session.status_code == 400
+    assert_matches(document, "ValidationError", bad_session.get_json())
+    assert_matches(document, "ServiceInfo", client.get("/").get_json())
 
     conversation_id = reply.get_json()["conversationId"]
     thread = client.get(f"/v1/admin/conversations/{conversation_id}", headers=admin_headers())

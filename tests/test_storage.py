@@ -224,3 +224,20 @@ def test_hourly_counts_share_the_admission_hash_tag_and_message_totals_share_the
     hourly = [keys.hourly_count(name, "2026-11-27T09") for name in storage.COUNTERS]
     assert {key_slot(key.encode()) for key in hourly} == {key_slot(keys.client_requests("203.0.113.9").encode())}
     assert key_slot(keys.message_total().encode()) == key_slot(keys.message_counts().encode())
+@pytest.mark.parametrize("length", [3, 500])
+def test_session_history_is_one_get_and_one_lrange_whatever_the_length(turns, redis_client, length):
+    conversation_id = start_conversation(turns, "reader")
+    for i in range(length - 1):
+        turns.append_message(conversation_id, "reader", "assistant", f"m{i}")
+    redis_client.config_resetstat()
+    messages = turns.session_messages("reader", 100)
+    assert len(messages) == min(length, 100)
+    assert command_calls(redis_client) == {"get": 1, "lrange": 1}
+
+
+def test_session_history_of_an_unknown_session_only_reads(turns, redis_client):
+    turns.ping()  # opens the pooled connection, whose handshake is not the read's cost
+    redis_client.config_resetstat()
+    assert turns.session_messages("unknown", 100) == []
+    assert command_calls(redis_client) == {"get": 1}
+    assert redis_client.keys("*") == []

@@ -1,0 +1,521 @@
+/*
+ * Open Chat Widget: the embeddable chat client of this service.
+ *
+ *   <script src="https://HOST/widget/chat-widget.js" data-api-url="https://HOST/chat"
+ *     data-api-key="WIDGET_KEY" defer></script>
+ *
+ * Optional attributes: data-title, data-welcome-message, data-input-placeholder,
+ * data-position ("left", else right) and data-accent-color (any CSS colour).
+ *
+ * Plain JavaScript, no build step, no dependencies. Everything it draws lives in a shadow root,
+ * so the host page's CSS cannot reach it and its CSS cannot reach the page. Message text is only
+ * ever inserted as text, never parsed as HTML.
+ */
+(() => {
+  "use strict";
+
+  const ROOT_ID = "os-chat-widget-root";
+  const SESSION_KEY = "os-chatbot-session-id";
+  const OPEN_KEY = "os-chatbot-widget-open";
+  const LOG_PREFIX = "[os-chat-widget]";
+  const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/; // the server's rule
+  const MAX_MESSAGE_CHARS = 4000; // the server's limit
+  const HISTORY_TIMEOUT_MS = 10000;
+  const DEFAULTS = {
+    title: "Assistant",
+    welcomeMessage: "Hi! Ask me anything and I will help you out.",
+    inputPlaceholder: "Type your message...",
+    accentColor: "#0ea5e9",
+  };
+  const TEXT = {
+    unauthorized: "This chat is not set up correctly: the website's chat key was refused. Please let the site owner know.",
+    rateLimited: "You are sending messages too quickly. Please wait a moment, then retry.",
+    unavailable: "The assistant is unavailable right now. Please try again in a little while.",
+    // Also what a site missing from CORS_ORIGIN gets: the browser hides the reason from scripts.
+    unreachable: "The assistant could not be reached. Check your connection, then retry.",
+    cutOff: "The reply was cut off before it finished.",
+    rejected: "This message could not be sent.",
+    interrupted: "Reply interrupted",
+  };
+  const ICONS = {
+    chat: "M4 4h16a1 1 0 0 1 1 1v11a1 1 0 0 1-1 1H10l-5 4v-4H4a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1z",
+    close: "M6 6l12 12M18 6L6 18",
+  };
+
+  const STYLES = `
+    :host {
+      /* The host element sits in the page: undo whatever the page's CSS gave it. Important
+         declarations of a shadow tree win over the page's, even the page's important ones. */
+      all: initial !important;
+      position: fixed !important;
+      z-index: 2147483000 !important;
+      bottom: 20px !important;
+      right: 20px !important;
+    }
+    :host([data-position="left"]) { right: auto !important; left: 20px !important; }
+
+    .widget {
+      --accent-strong: var(--accent);
+      --surface: #ffffff;
+      --text: #0f172a;
+      --muted: #64748b;
+      --bubble: #f1f5f9;
+      --border: #e2e8f0;
+      --danger-surface: #fef2f2;
+      --danger-text: #991b1b;
+      font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+      color: var(--text);
+      text-align: start;
+    }
+    /* White text needs a darker shade than most brand colours give (WCAG contrast). */
+    @supports (color: color-mix(in srgb, red 50%, blue)) {
+      .widget { --accent-strong: color-mix(in srgb, var(--accent) 70%, #000); }
+    }
+    @media (prefers-color-scheme: dark) {
+      .widget {
+        --surface: #0f172a;
+        --text: #e2e8f0;
+        --muted: #94a3b8;
+        --bubble: #1e293b;
+        --border: #334155;
+        --danger-surface: #450a0a;
+        --danger-text: #fecaca;
+      }
+    }
+    *, *::before, *::after { box-sizing: border-box; }
+    [hidden] { display: none !important; }
+    button, textarea { font: inherit; color: inherit; margin: 0; }
+    button { cursor: pointer; border: 0; padding: 0; background: none; }
+    :focus-visible { outline: 2px solid var(--accent); outline-offset: 2px; }
+    svg { width: 24px; height: 24px; fill: none; stroke: currentColor; stroke-width: 2; stroke-linecap: round; stroke-linejoin: round; }
+    .visually-hidden {
+      position: absolute; width: 1px; height: 1px; overflow: hidden;
+      clip: rect(0 0 0 0); clip-path: inset(50%); white-space: nowrap;
+    }
+
+    .launcher {
+      display: grid; place-items: center; width: 56px; height: 56px; border-radius: 50%;
+      background: linear-gradient(135deg, var(--accent), var(--accent-strong)); color: #ffffff;
+      box-shadow: 0 8px 24px rgba(15, 23, 42, 0.28); transition: transform 0.15s ease;
+    }
+    .launcher:hover { transform: translateY(-2px); }
+    .widget[data-open="true"] .launcher .icon-chat,
+    .widget[data-open="false"] .launcher .icon-close { display: none; }
+
+    .panel {
+      position: absolute; bottom: 72px; right: 0;
+      width: min(380px, calc(100vw - 40px)); height: min(600px, calc(100vh - 112px));
+      display: flex; flex-direction: column; overflow: hidden;
+      background: var(--surface); border: 1px solid var(--border); border-radius: 16px;
+      box-shadow: 0 18px 50px rgba(15, 23, 42, 0.22);
+    }
+    :host([data-position="left"]) .panel { right: auto; left: 0; }
+    .header {
+      display: flex; align-items: center; gap: 8px; padding: 14px 16px;
+      background: var(--accent-strong); color: #ffffff;
+    }
+    .title { flex: 1; font-size: 15px; font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+    .close { display: none; place-items: center; width: 36px; height: 36px; border-radius: 8px; }
+
+    .log {
+      flex: 1; overflow-y: auto; overscroll-behavior: contain; padding: 16px;
+      display: flex; flex-direction: column; gap: 10px;
+    }
+    .message { max-width: 85%; padding: 9px 12px; border-radius: 14px; }
+    .message .text { white-space: pre-wrap; overflow-wrap: anywhere; }
+    .message.assistant { align-self: flex-start; background: var(--bubble); border-bottom-left-radius: 4px; }
+    .message.user { align-self: flex-end; background: var(--accent-strong); color: #ffffff; border-bottom-right-radius: 4px; }
+    .note { display: block; margin-top: 4px; font-size: 12px; font-style: italic; color: var(--muted); }
+    .notice { padding: 10px 12px; border-radius: 10px; background: var(--danger-surface); color: var(--danger-text); }
+    .retry { margin-inline-start: 8px; font-weight: 600; text-decoration: underline; }
+    .typing { display: inline-flex; gap: 4px; padding: 6px 0; }
+    .typing span { width: 6px; height: 6px; border-radius: 50%; background: var(--muted); animation: blink 1.2s infinite ease-in-out; }
+    .typing span:nth-child(2) { animation-delay: 0.2s; }
+    .typing span:nth-child(3) { animation-delay: 0.4s; }
+    @keyframes blink { 0%, 80%, 100% { opacity: 0.25; } 40% { opacity: 1; } }
+
+    .composer { display: flex; align-items: flex-end; gap: 8px; padding: 10px; border-top: 1px solid var(--border); }
+    .composer textarea {
+      flex: 1; min-height: 40px; max-height: 120px; field-sizing: content; resize: none;
+      padding: 9px 12px; border: 1px solid var(--border); border-radius: 12px; background: var(--surface);
+    }
+    .send, .stop { height: 40px; padding: 0 16px; border-radius: 12px; font-weight: 600; }
+    .send { background: var(--accent-strong); color: #ffffff; }
+    .stop { background: var(--text); color: var(--surface); }
+
+    /* Phones: the open chat takes the whole screen, with its own close button. */
+    @media (max-width: 640px) {
+      .panel { position: fixed; inset: 0; width: auto; height: auto; border: 0; border-radius: 0; }
+      .close { display: grid; }
+      .widget[data-open="true"] .launcher { display: none; }
+    }
+    @media (prefers-reduced-motion: reduce) {
+      * { animation: none !important; transition: none !important; }
+    }
+  `;
+
+  /** A thrown failure whose message is meant for the visitor. */
+  class Failure extends Error {}
+
+  // localStorage throws where storage is disabled; the widget then works without memory.
+  const storage = {
+    get(key) {
+      try {
+        return window.localStorage.getItem(key);
+      } catch {
+        return null;
+      }
+    },
+    set(key, value) {
+      try {
+        window.localStorage.setItem(key, value);
+      } catch {
+        /* nothing to keep it in */
+      }
+    },
+  };
+
+  /** An element with attributes ("text" sets textContent) and children (strings become text). */
+  function el(tag, attributes = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes)) {
+      if (name === "text") node.textContent = value;
+      else node.setAttribute(name, value);
+    }
+    node.append(...children);
+    return node;
+  }
+
+  function icon(name) {
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("class", `icon-${name}`);
+    const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+    path.setAttribute("d", ICONS[name]);
+    svg.append(path);
+    return svg;
+  }
+
+  function newSessionId() {
+    if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+    // randomUUID exists only on https and localhost pages; build the same v4 format elsewhere.
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
+  /** The configured colour if the browser accepts it as a CSS colour, else the default. */
+  function cssColor(value) {
+    return value && CSS.supports("color", value) ? value : DEFAULTS.accentColor;
+  }
+
+  /** The history route beside the chat route: ".../chat" or ".../v1/chat/stream" become ".../v1/chat/history". */
+  function historyUrl(endpoint) {
+    const base = endpoint.pathname.replace(/\/(v1\/chat\/stream|chat)\/?$/, "");
+    return new URL(`${base}/v1/chat/history`, endpoint.origin).href;
+  }
+
+  function readConfig(script) {
+    const data = script ? script.dataset : {};
+    const attribute = (name) => (data[name] || "").trim();
+    if (!attribute("apiUrl") || !attribute("apiKey")) return null;
+    let endpoint;
+    try {
+      endpoint = new URL(attribute("apiUrl"), document.baseURI);
+    } catch {
+      return null;
+    }
+    return {
+      endpoint: endpoint.href,
+      historyEndpoint: historyUrl(endpoint),
+      apiKey: attribute("apiKey"),
+      title: attribute("title") || DEFAULTS.title,
+      welcomeMessage: attribute("welcomeMessage") || DEFAULTS.welcomeMessage,
+      inputPlaceholder: attribute("inputPlaceholder") || DEFAULTS.inputPlaceholder,
+      position: attribute("position") === "left" ? "left" : "right",
+      accentColor: cssColor(attribute("accentColor")),
+    };
+  }
+
+  function failureText(status) {
+    if (status === 401) return TEXT.unauthorized;
+    if (status === 429) return TEXT.rateLimited;
+    if (status >= 500) return TEXT.unavailable;
+    return TEXT.rejected;
+  }
+
+  /** The JSON objects of an NDJSON body, one per line, each as soon as its line is complete. */
+  async function* ndjsonEvents(body) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    for (;;) {
+      const { done, value } = await reader.read();
+      buffered += decoder.decode(value, { stream: !done });
+      const lines = buffered.split("\n");
+      buffered = done ? "" : lines.pop(); // an incomplete last line waits for the next chunk
+      for (const line of lines) {
+        let event = null;
+        try {
+          event = line.trim() ? JSON.parse(line) : null;
+        } catch {
+          console.warn(`${LOG_PREFIX} Skipped a line that is not JSON`);
+        }
+        if (event && typeof event === "object") yield event;
+      }
+      if (done) return;
+    }
+  }
+
+  class ChatWidget {
+    constructor(config) {
+      this.config = config;
+      const stored = storage.get(SESSION_KEY);
+      // A new visitor has no thread to fetch; their id is made when they first send.
+      this.sessionId = stored && SESSION_ID.test(stored) ? stored : null;
+      this.streaming = null; // the AbortController of the reply being received
+      this.history = null; // the promise of the one history fetch
+      this.render();
+      this.setOpen(storage.get(OPEN_KEY) === "true", false);
+    }
+
+    render() {
+      const { config } = this;
+      this.host = el("div", { id: ROOT_ID, "data-position": config.position });
+      this.shadow = this.host.attachShadow({ mode: "open" });
+      if ("adoptedStyleSheets" in this.shadow) {
+        // A constructed sheet passes a host page's strict Content-Security-Policy, which blocks <style>.
+        const sheet = new CSSStyleSheet();
+        sheet.replaceSync(STYLES);
+        this.shadow.adoptedStyleSheets = [sheet];
+      } else {
+        this.shadow.append(el("style", { text: STYLES }));
+      }
+
+      this.launcher = el("button", { type: "button", class: "launcher", "aria-controls": "panel" }, icon("chat"), icon("close"));
+      this.closeButton = el("button", { type: "button", class: "close", "aria-label": "Close chat" }, icon("close"));
+      this.log = el("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Conversation", tabindex: "0" });
+      this.input = el("textarea", {
+        id: "message", rows: "1", maxlength: String(MAX_MESSAGE_CHARS), placeholder: config.inputPlaceholder,
+      });
+      this.sendButton = el("button", { type: "submit", class: "send", text: "Send" });
+      this.stopButton = el("button", { type: "button", class: "stop", text: "Stop", hidden: "" });
+      this.form = el(
+        "form", { class: "composer" },
+        el("label", { for: "message", class: "visually-hidden", text: "Message" }),
+        this.input, this.sendButton, this.stopButton,
+      );
+      this.panel = el(
+        "div", { id: "panel", class: "panel", role: "dialog", "aria-labelledby": "title", hidden: "" },
+        el("div", { class: "header" }, el("div", { id: "title", class: "title", text: config.title }), this.closeButton),
+        this.log,
+        this.form,
+      );
+      this.root = el("div", { class: "widget" }, this.panel, this.launcher);
+      // Through the CSSOM, never spliced into style text: the value cannot escape its property.
+      this.root.style.setProperty("--accent", config.accentColor);
+      this.shadow.append(this.root);
+      this.addMessage("assistant", config.welcomeMessage);
+
+      this.launcher.addEventListener("click", () => this.setOpen(!this.isOpen(), true));
+      this.closeButton.addEventListener("click", () => this.setOpen(false, true));
+      this.stopButton.addEventListener("click", () => this.streaming?.abort());
+      this.form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        this.submit();
+      });
+      this.input.addEventListener("keydown", (event) => {
+        // Enter sends, Shift+Enter starts a new line; keys that confirm an input method's text do neither.
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+          event.preventDefault();
+          this.submit();
+        }
+      });
+      this.root.addEventListener("keydown", (event) => {
+        if (event.key === "Escape" && this.isOpen() && !event.isComposing) {
+          event.preventDefault();
+          this.setOpen(false, true);
+        }
+      });
+      document.body.append(this.host);
+    }
+
+    isOpen() {
+      return !this.panel.hidden;
+    }
+
+    /** Show or hide the panel; focus moves only when the visitor asked, never on page load. */
+    setOpen(open, byVisitor) {
+      this.panel.hidden = !open;
+      this.root.dataset.open = String(open);
+      this.launcher.setAttribute("aria-expanded", String(open));
+      this.launcher.setAttribute("aria-label", open ? "Close chat" : "Open chat");
+      storage.set(OPEN_KEY, String(open));
+      if (open) {
+        this.loadHistory();
+        this.scrollToEnd();
+      }
+      if (byVisitor) (open ? this.input : this.launcher).focus();
+    }
+
+    /** The earlier messages of this visitor's session, drawn once, before anything new. */
+    loadHistory() {
+      this.history ??= this.sessionId ? this.drawHistory() : Promise.resolve();
+      return this.history;
+    }
+
+    async drawHistory() {
+      try {
+        const url = `${this.config.historyEndpoint}?sessionId=${encodeURIComponent(this.sessionId)}`;
+        const response = await fetch(url, {
+          headers: { "X-Widget-Api-Key": this.config.apiKey },
+          signal: AbortSignal.timeout(HISTORY_TIMEOUT_MS),
+        });
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        const { messages } = await response.json();
+        for (const message of Array.isArray(messages) ? messages : []) {
+          if ((message.role === "user" || message.role === "assistant") && typeof message.content === "string") {
+            this.addMessage(message.role, message.content, { interrupted: message.interrupted === true });
+          }
+        }
+      } catch (error) {
+        // The chat still works without its past (for instance against a server without the route).
+        console.warn(`${LOG_PREFIX} Could not load the earlier conversation`, error);
+      }
+    }
+
+    submit() {
+      const text = this.input.value.trim();
+      if (!text || this.streaming) return;
+      this.input.value = "";
+      this.send(text, false);
+    }
+
+    /** Send one message and stream the reply into a new bubble; a retry does not redraw the message. */
+    async send(text, isRetry) {
+      this.streaming = new AbortController();
+      this.setStreaming(true);
+      await this.loadHistory();
+      for (const retry of this.log.querySelectorAll(".retry")) retry.remove(); // only the latest failure can be retried
+      if (!isRetry) this.addMessage("user", text);
+      const bubble = this.addMessage("assistant", "", { pending: true });
+      let reply = "";
+      let finished = false;
+      let failure = null;
+      try {
+        const response = await fetch(this.config.endpoint, {
+          method: "POST",
+          headers: { "Content-Type": "application/json", "X-Widget-Api-Key": this.config.apiKey },
+          body: JSON.stringify({ sessionId: this.session(), message: text }),
+          signal: this.streaming.signal,
+        });
+        if (!response.ok || !response.body) throw new Failure(failureText(response.status));
+        for await (const event of ndjsonEvents(response.body)) {
+          if (event.type === "token" && typeof event.token === "string") {
+            reply += event.token;
+            this.setText(bubble, reply);
+          } else if (event.type === "done" && typeof event.message === "string") {
+            reply = event.message;
+            finished = true;
+            this.setText(bubble, reply);
+          } else if (event.type === "error") {
+            throw new Failure(TEXT.unavailable);
+          } // "start", "ping" and types added later need nothing
+        }
+        if (!finished) throw new Failure(TEXT.cutOff);
+      } catch (error) {
+        failure = error;
+      }
+
+      bubble.querySelector(".typing")?.remove();
+      if (!reply) bubble.remove();
+      else if (failure) bubble.append(el("span", { class: "note", text: TEXT.interrupted }));
+      const stopped = failure?.name === "AbortError";
+      if (failure && !stopped) {
+        if (!(failure instanceof Failure)) console.error(`${LOG_PREFIX} The request failed`, failure);
+        this.addFailure(failure instanceof Failure ? failure.message : TEXT.unreachable, text);
+      }
+      this.streaming = null;
+      this.setStreaming(false);
+    }
+
+    /** Swap Send and Stop; keep keyboard focus on whichever of them replaces the other. */
+    setStreaming(on) {
+      const focused = this.shadow.activeElement;
+      this.sendButton.hidden = on;
+      this.stopButton.hidden = !on;
+      // Screen readers announce the reply once it is complete, not token by token.
+      this.log.setAttribute("aria-busy", String(on));
+      if (focused === this.sendButton && on) this.stopButton.focus();
+      if (focused === this.stopButton && !on) this.input.focus();
+    }
+
+    session() {
+      if (!this.sessionId) {
+        this.sessionId = newSessionId();
+        storage.set(SESSION_KEY, this.sessionId);
+      }
+      return this.sessionId;
+    }
+
+    addMessage(role, text, { interrupted = false, pending = false } = {}) {
+      const speaker = role === "user" ? "You" : this.config.title;
+      const bubble = el(
+        "div", { class: `message ${role}` },
+        el("span", { class: "visually-hidden", text: `${speaker}: ` }),
+        el("span", { class: "text", text }),
+      );
+      if (pending) bubble.append(el("span", { class: "typing", "aria-hidden": "true" }, el("span"), el("span"), el("span")));
+      if (interrupted) bubble.append(el("span", { class: "note", text: TEXT.interrupted }));
+      this.log.append(bubble);
+      this.scrollToEnd();
+      return bubble;
+    }
+
+    addFailure(message, text) {
+      const retry = el("button", { type: "button", class: "retry", text: "Retry" });
+      const notice = el("div", { class: "notice" }, el("span", { text: message }), retry);
+      retry.addEventListener("click", () => {
+        if (this.streaming) return;
+        notice.remove();
+        this.input.focus(); // the button is gone: keep keyboard users in the composer
+        this.send(text, true);
+      });
+      this.log.append(notice);
+      this.scrollToEnd();
+    }
+
+    /** Update a reply as it streams; follow it down only if the visitor has not scrolled up to read. */
+    setText(bubble, text) {
+      const following = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
+      bubble.querySelector(".typing")?.remove();
+      bubble.querySelector(".text").textContent = text;
+      if (following) this.scrollToEnd();
+    }
+
+    scrollToEnd() {
+      this.log.scrollTop = this.log.scrollHeight;
+    }
+  }
+
+  // Set only while this file first runs, so it is read now, not when the page has loaded.
+  const script =
+    document.currentScript ||
+    Array.from(document.querySelectorAll("script[src]")).reverse().find((s) => s.src.includes("chat-widget.js"));
+
+  function boot() {
+    if (document.getElementById(ROOT_ID)) return; // embedded twice: one widget is enough
+    const config = readConfig(script);
+    if (!config) {
+      console.error(`${LOG_PREFIX} Missing required data-api-url or data-api-key attributes.`);
+      return;
+    }
+    new ChatWidget(config);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot, { once: true });
+  else boot();
+})();

@@ -36,6 +36,7 @@ LOGIN_FORM_SECONDS = 3600
 LOGIN_MAX_FAILURES = 10  # per client IP and window; the next attempt gets 429, right key or not
 LOGIN_WINDOW_MS = 15 * 60 * 1000
 PAGE_SIZE = 50
+SIGNER = {"digest_method": hashlib.sha256}  # itsdangerous defaults to SHA-1
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -62,8 +63,8 @@ class Sessions:
     """Issues and checks the session cookie and the sign-in form's token."""
 
     def __init__(self, secret: str, admin_keys: tuple[str, ...]):
-        self._sessions = URLSafeTimedSerializer(secret, salt="ocw-dashboard-session")
-        self._login_forms = URLSafeTimedSerializer(secret, salt="ocw-dashboard-login")
+        self._sessions = URLSafeTimedSerializer(secret, salt="ocw-dashboard-session", signer_kwargs=SIGNER)
+        self._login_forms = URLSafeTimedSerializer(secret, salt="ocw-dashboard-login", signer_kwargs=SIGNER)
         # A key derived for fingerprints only, so they never equal any signature of the serializers.
         self._fingerprint_key = hmac.new(secret.encode(), b"ocw-dashboard-key-fingerprint", hashlib.sha256).digest()
         self._active = [self.fingerprint(key) for key in admin_keys]

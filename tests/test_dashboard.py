@@ -93,7 +93,8 @@ def test_the_session_cookie_is_not_secure_in_development_so_plain_http_works(mak
 
 def test_the_session_records_an_hmac_of_the_key_not_the_key_or_a_short_hash(app):
     client = signed_in(app)
-    payload = URLSafeTimedSerializer(SECRET_KEY, salt="ocw-dashboard-session").loads(session_cookie(client).value)
+    serializer = URLSafeTimedSerializer(SECRET_KEY, salt="ocw-dashboard-session", signer_kwargs=dashboard.SIGNER)
+    payload = serializer.loads(session_cookie(client).value)
     assert set(payload) == {"key", "csrf"}
     assert len(payload["key"]) == 64 and ADMIN_KEY not in json.dumps(payload)
     assert payload["key"] == app.extensions["dashboard_sessions"].fingerprint(ADMIN_KEY)
@@ -157,7 +158,7 @@ def forge(payload, secret=SECRET_KEY, age_seconds=0):
         def get_timestamp(self):
             return int(time.time()) - age_seconds
 
-    return URLSafeTimedSerializer(secret, salt="ocw-dashboard-session", signer=Dated).dumps(payload)
+    return URLSafeTimedSerializer(secret, salt="ocw-dashboard-session", signer=Dated, signer_kwargs=dashboard.SIGNER).dumps(payload)
 
 
 def refused(client) -> bool:

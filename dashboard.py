@@ -139,7 +139,8 @@ def session_secret(settings: Settings) -> str:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["dashboard_sessions"] = Sessions(session_secret(app.config["SETTINGS"]), app.config["SETTINGS"].admin_keys)
+    settings = app.config["SETTINGS"]
+    app.extensions["dashboard_sessions"] = Sessions(session_secret(settings), settings.admin_keys)
     app.register_blueprint(dashboard)
 
 
@@ -153,7 +154,8 @@ def store() -> storage.Storage:
 
 def cookie_flags() -> dict:
     # Secure in production, where the service sits behind HTTPS; plain HTTP works in development.
-    return {"path": "/admin", "httponly": True, "samesite": "Strict", "secure": current_app.config["SETTINGS"].production}
+    production = current_app.config["SETTINGS"].production
+    return {"path": "/admin", "httponly": True, "samesite": "Strict", "secure": production}
 
 
 # ---- pages ---------------------------------------------------------------------------------
@@ -198,14 +200,18 @@ def guard():
         return None
     if g.admin is None:
         if cookie:
-            current_app.logger.warning("Dashboard session refused from %s (forged, expired or its key removed)", auth.client_ip())
+            current_app.logger.warning(
+                "Dashboard session refused from %s (forged, expired or its key removed)", auth.client_ip()
+            )
         response = redirect(url_for(".login_form"), 303)
         if cookie:
             response.delete_cookie(SESSION_COOKIE, **cookie_flags())
         return response
     if request.method == "POST" and not same_token(g.admin.csrf, request.form.get("csrf", "")):
         current_app.logger.warning("403 %s %s: missing or wrong CSRF token", request.method, request.path)
-        return error_page(403, "Refused", "This form was not sent by the dashboard (its CSRF token is missing or wrong).")
+        return error_page(
+            403, "Refused", "This form was not sent by the dashboard (its CSRF token is missing or wrong)."
+        )
     return None
 
 
@@ -256,7 +262,8 @@ def login():
     if failures >= LOGIN_MAX_FAILURES:
         # Checked before the key, so that a blocked client cannot confirm a guess either.
         retry_after = max(1, math.ceil(retry_ms / 1000))
-        return error_page(429, "Too many attempts", f"Too many failed sign-ins. Try again in {math.ceil(retry_after / 60)} minutes.",
+        minutes = math.ceil(retry_after / 60)
+        return error_page(429, "Too many attempts", f"Too many failed sign-ins. Try again in {minutes} minutes.",
                           headers={"Retry-After": str(retry_after)})
     presented = request.form.get("admin_key", "").strip()
     if not current_app.extensions["admin_keys"].accepts(presented):
@@ -286,7 +293,8 @@ def conversations():
     context = {"searched": searched, "deleted": request.args.get("deleted") == "1"}
     if searched:
         if not SESSION_ID.fullmatch(searched):
-            return page("conversations.html", 400, conversations=[], error=f"A session id {SESSION_ID_RULE}.", **context)
+            error = f"A session id {SESSION_ID_RULE}."
+            return page("conversations.html", 400, conversations=[], error=error, **context)
         found = store().session_conversation(searched)
         return page("conversations.html", conversations=[found] if found else [], **context)
     cursor = request.args.get("cursor") or None
@@ -330,4 +338,5 @@ def export():
 
 @dashboard.get("/stats")
 def stats():
-    return page("stats.html", stats=store().stats(), counters=[(name, ops.METRICS[name][1]) for name in storage.COUNTERS])
+    counters = [(name, ops.METRICS[name][1]) for name in storage.COUNTERS]  # (name, what it counts)
+    return page("stats.html", stats=store().stats(), counters=counters)

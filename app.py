@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import auth
 import cli
 import cors
+import dashboard
 import embedded_redis
 import errors
 import logs
@@ -68,6 +69,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(chat)
     app.register_blueprint(admin)
     app.register_blueprint(ops.routes)
+    dashboard.init_app(app)
     app.cli.add_command(cli.ocw)
     return app
 

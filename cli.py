@@ -68,7 +68,7 @@ def ocw():
 
 @ocw.command()
 def keygen():
-    """Print a new random key (43 characters) for WIDGET_API_KEY or ADMIN_API_KEY."""
+    """Print a new random key (43 characters) for WIDGET_API_KEY, ADMIN_API_KEY or SECRET_KEY."""
     click.echo(secrets.token_urlsafe(32))
 
 

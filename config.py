@@ -10,6 +10,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a concise and helpful AI assistant embedded in a support chat widget."
 )
 MIN_KEY_LENGTH = 24
+MIN_SECRET_KEY_LENGTH = 32
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -61,6 +62,9 @@ class Settings:
     data_dir: str
     retention_ms: int | None  # conversations idle longer than this expire; None keeps them
     log_format: str  # 'text' or 'json'
+    # Signs the dashboard's session cookies. None only in development, where the dashboard
+    # generates one and keeps it in the data folder.
+    secret_key: str | None = None
 
     @property
     def production(self) -> bool:
@@ -155,6 +159,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     retention_days = read.number("CONVERSATION_RETENTION_DAYS", None, kind=float, minimum=0, maximum=36500)
     if retention_days == 0:
         read.problems.append("CONVERSATION_RETENTION_DAYS must be more than 0 (unset keeps conversations forever)")
+    secret_key = read.text("SECRET_KEY")
+    if secret_key is None and production and admin_keys:
+        read.problems.append("SECRET_KEY is required in production when ADMIN_API_KEY is set (it signs dashboard sessions)")
+    elif secret_key is not None and len(secret_key) < MIN_SECRET_KEY_LENGTH:
+        read.problems.append(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters")
+    if secret_key is not None and secret_key in widget_keys + admin_keys:
+        # The widget key is public; a signing secret equal to it would let anyone forge sessions.
+        read.problems.append("SECRET_KEY must not be one of the API keys")
     log_format = (read.text("LOG_FORMAT", "text")).lower()
     if log_format not in ("text", "json"):
         read.problems.append("LOG_FORMAT must be 'text' or 'json'")
@@ -190,6 +202,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         # Fractions are allowed, so tests can use a retention of seconds (0.00005 days = 4.32 s).
         retention_ms=max(1, round(retention_days * DAY_MS)) if retention_days else None,
         log_format=log_format,
+        secret_key=secret_key,
     )
     if read.problems:
         raise ConfigError(read.problems)

@@ -75,6 +75,19 @@ def export_lines(turns: storage.Storage, updated_since: int) -> Iterator[bytes]:
         yield (line + "\n").encode()
 
 
+def export_download(updated_since: int) -> Response:
+    """The NDJSON export as a file download (the admin API's and the dashboard's)."""
+    lines = export_lines(store(), updated_since)
+    # Read the first batch now, so that Redis being down is a 503, not a stream cut at once.
+    first = next(lines, None)
+    headers = {
+        "Content-Type": "application/x-ndjson; charset=utf-8",
+        "Cache-Control": "no-store",
+        "Content-Disposition": 'attachment; filename="conversations.ndjson"',
+    }
+    return Response(chain([first] if first else [], lines), headers=headers)
+
+
 def prometheus_text(stats: dict) -> str:
     """storage.Storage.stats() in the Prometheus text exposition format (version 0.0.4)."""
     lines = []
@@ -101,15 +114,7 @@ def export_conversations():
     raw = request.args.get("updatedSince", "0")
     if not MILLISECONDS.fullmatch(raw):
         return json_error(400, "Invalid query", details={"updatedSince": "must be an integer, milliseconds since the epoch"})
-    lines = export_lines(store(), int(raw))
-    # Read the first batch now, so that Redis being down is a 503, not a stream cut at once.
-    first = next(lines, None)
-    headers = {
-        "Content-Type": "application/x-ndjson; charset=utf-8",
-        "Cache-Control": "no-store",
-        "Content-Disposition": 'attachment; filename="conversations.ndjson"',
-    }
-    return Response(chain([first] if first else [], lines), headers=headers)
+    return export_download(int(raw))
 
 
 @routes.delete("/v1/admin/sessions/<session_id>")

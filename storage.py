@@ -92,6 +92,9 @@ class Keys:
     def daily_tokens(self, day: str) -> str:
         return f"{self.prefix}:{{admission}}:tokens:{day}"
 
+    def login_failures(self, client_ip: str) -> str:
+        return f"{self.prefix}:{{admission}}:login:{client_ip}"
+
     def hourly_count(self, name: str, hour: str) -> str:
         return f"{self.prefix}:{{admission}}:count:{name}:{hour}"
 
@@ -185,6 +188,17 @@ local session = redis.call('HGET', KEYS[1], 'sessionId')
 if not session then return false end
 redis.call('DEL', KEYS[1], KEYS[2])
 return session
+"""
+
+# Counts a failed dashboard login of one IP (KEYS[1]) in a window of ARGV[1] ms that starts
+# with the first failure and expires with it, and adds it to this hour's 401s (KEYS[2], kept
+# ARGV[2] ms). Returns the failures in the window so far.
+LOGIN_FAILURE_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return n
 """
 
 # Removes a session mapping only if it still points at the given conversation.
@@ -331,6 +345,19 @@ class Storage:
         (verdict, retry_ms), *conversation = pipe.execute()
         retry_ms = until_tomorrow_ms if verdict == "budget" else max(int(retry_ms), 0)
         return Admission(verdict, retry_ms, conversation[0] if conversation else None)
+
+    def login_failures(self, client_ip: str) -> tuple[int, int]:
+        """(failed dashboard logins of client_ip in its current window, ms until it ends)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.login_failures(client_ip))
+        pipe.pttl(self.keys.login_failures(client_ip))
+        count, ttl_ms = pipe.execute()
+        return int(count or 0), max(int(ttl_ms), 0)
+
+    def record_login_failure(self, client_ip: str, window_ms: int) -> int:
+        """Count a failed dashboard login of client_ip; how many its window now holds."""
+        keys = [self.keys.login_failures(client_ip), self.keys.hourly_count("unauthorized", self.utc_hour())]
+        return int(self._run(self.client, LOGIN_FAILURE_SCRIPT, keys, [window_ms, HOURLY_COUNT_LIFETIME_MS]))
 
     def conversation_for_session(self, session_id: str) -> str:
         """The conversation id of session_id, created atomically on first use."""

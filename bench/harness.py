@@ -95,6 +95,7 @@ def service(redis_url: str, upstream_url: str, **env):
         "APP_ENV": "production",
         "WIDGET_API_KEY": WIDGET_KEY,
         "ADMIN_API_KEY": ADMIN_KEY,
+        "SECRET_KEY": "bench-secret-key-signs-dashboard-sessions",
         "OPENAI_API_KEY": "sk-bench",
         "OPENAI_BASE_URL": upstream_url,
         "REDIS_URL": redis_url,

@@ -23,6 +23,7 @@ WIDGET_KEY = "widget-key-0123456789abcdef"
 WIDGET_KEY_2 = "widget-key-rotated-9876543210"
 ADMIN_KEY = "admin-key-0123456789abcdefgh"
 ADMIN_KEY_2 = "admin-key-rotated-9876543210xy"
+SECRET_KEY = "test-secret-key-signs-dashboard-sessions-0123"
 
 
 def free_port() -> int:
@@ -143,6 +144,7 @@ def deployment_env(redis_url: str, upstream_url: str, data_dir: Path) -> dict:
         "CORS_ORIGIN": "https://allowed.example",
         "RATE_LIMIT_MAX_REQUESTS": "1000",
         "DATA_DIR": str(data_dir),
+        "SECRET_KEY": SECRET_KEY,
     }
 
 

@@ -50,8 +50,9 @@ def test_keygen_prints_a_strong_key_the_configuration_accepts(ocw):
     assert len(keys) == 3
     for key in keys:
         assert len(key) == 43 and key.replace("-", "").replace("_", "").isalnum()
-    widget, admin, _ = sorted(keys)
-    assert load_settings({"WIDGET_API_KEY": widget, "ADMIN_API_KEY": admin, "OPENAI_API_KEY": "sk"}).widget_keys == (widget,)
+    widget, admin, secret = sorted(keys)
+    settings = load_settings({"WIDGET_API_KEY": widget, "ADMIN_API_KEY": admin, "SECRET_KEY": secret, "OPENAI_API_KEY": "sk"})
+    assert settings.widget_keys == (widget,) and settings.secret_key == secret
 
 
 def test_keygen_works_before_anything_is_configured():

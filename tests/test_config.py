@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from config import ConfigError, Limits, load_settings
-from tests.conftest import ADMIN_KEY, WIDGET_KEY
+from tests.conftest import ADMIN_KEY, SECRET_KEY, WIDGET_KEY
 
-GOOD = {"WIDGET_API_KEY": WIDGET_KEY, "ADMIN_API_KEY": ADMIN_KEY, "OPENAI_API_KEY": "sk-test"}
+GOOD = {"WIDGET_API_KEY": WIDGET_KEY, "ADMIN_API_KEY": ADMIN_KEY, "OPENAI_API_KEY": "sk-test", "SECRET_KEY": SECRET_KEY}
 SHORT_KEY = "short-secret-key-23chars"[:23]
 
 
@@ -51,6 +51,9 @@ def test_defaults_of_a_minimal_production_configuration():
     ({**GOOD, "RATE_LIMIT_MAX_REQUESTS": "-1"}, "RATE_LIMIT_MAX_REQUESTS must be at least 1"),
     ({**GOOD, "LLM_TIMEOUT_SECONDS": "soon"}, "LLM_TIMEOUT_SECONDS must be a number"),
     ({**GOOD, "TRUSTED_PROXY_COUNT": "x"}, "TRUSTED_PROXY_COUNT"),
+    ({**GOOD, "SECRET_KEY": ""}, "SECRET_KEY is required in production when ADMIN_API_KEY is set"),
+    ({**GOOD, "SECRET_KEY": "a-secret-of-only-31-characters"[:31]}, "SECRET_KEY must be at least 32 characters"),
+    ({**GOOD, "SECRET_KEY": "x" * 32, "ADMIN_API_KEY": "x" * 32}, "SECRET_KEY must not be one of the API keys"),
 ])
 def test_bad_configuration_is_refused_naming_the_variable_without_the_key(env, variable):
     message = problems(env)
@@ -127,3 +130,15 @@ def test_bad_retention_log_format_or_non_finite_numbers_are_refused(variable, va
 @pytest.mark.parametrize("value", ["json", "JSON", " text "])
 def test_log_format_is_text_or_json_in_any_case(value):
     assert load_settings({**GOOD, "LOG_FORMAT": value}).log_format == value.strip().lower()
+
+
+# ---- the dashboard's SECRET_KEY ------------------------------------------------------------
+
+def test_secret_key_is_not_needed_in_production_without_an_admin_key():
+    settings = load_settings({**GOOD, "ADMIN_API_KEY": "", "SECRET_KEY": ""})
+    assert settings.secret_key is None and settings.admin_keys == ()
+
+
+def test_development_may_leave_secret_key_unset_for_the_dashboard_to_generate():
+    settings = load_settings({"APP_ENV": "development", "WIDGET_API_KEY": WIDGET_KEY, "ADMIN_API_KEY": ADMIN_KEY})
+    assert settings.secret_key is None

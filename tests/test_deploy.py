@@ -39,6 +39,7 @@ def app_json_environment(redis_url: str) -> dict:
 def test_app_json_describes_a_production_deploy_with_generated_keys_and_heroku_redis():
     env = APP_JSON["env"]
     assert env["WIDGET_API_KEY"]["generator"] == "secret" and env["ADMIN_API_KEY"]["generator"] == "secret"
+    assert env["SECRET_KEY"]["generator"] == "secret"  # required in production with ADMIN_API_KEY
     assert env["APP_ENV"]["value"] == "production"
     assert env["TRUSTED_PROXY_COUNT"]["value"] == "1"
     assert env["REDIS_TLS_VERIFY"]["value"] == "false"

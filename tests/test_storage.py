@@ -46,6 +46,7 @@ KEY_BUILDERS = [
     ("daily_requests", ("2026-11-27",)),
     ("daily_tokens", ("2026-11-27",)),
     ("hourly_count", ("chatRequests", "2026-11-27T09")),
+    ("login_failures", ("203.0.113.9",)),
     ("message_total", ()),
     ("message_counts", ()),
 ]
@@ -215,7 +216,8 @@ def test_a_chat_turn_costs_the_same_redis_commands_whatever_the_history_length(a
 def test_admission_counters_share_one_hash_tag_so_one_script_can_check_them_all():
     keys = storage.Keys("ocw")
     admission = [keys.client_requests("203.0.113.9"), keys.session_messages("s-1"),
-                 keys.daily_requests("2026-11-27"), keys.daily_tokens("2026-11-27")]
+                 keys.daily_requests("2026-11-27"), keys.daily_tokens("2026-11-27"),
+                 keys.login_failures("203.0.113.9")]
     assert {key_slot(key.encode()) for key in admission} == {key_slot(b"{admission}")}
 
 

@@ -1,0 +1,342 @@
+"""The admin dashboard: server-rendered pages under /admin to read, export and delete
+conversations and see the stats, signed in with the admin key.
+
+A sign-in is a signed, expiring cookie (itsdangerous, keyed by SECRET_KEY) that holds an HMAC
+of the admin key used and a CSRF token; nothing is kept on the server. Every request checks
+that HMAC against the keys configured now, so removing a key from ADMIN_API_KEY ends the
+sessions opened with it. Pages carry a strict Content-Security-Policy: no inline script or
+style, only the dashboard's own stylesheet and the small script that shows times in the
+reader's time zone. Jinja escapes everything stored, so messages show as text.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from flask import Blueprint, Flask, current_app, g, make_response, redirect, render_template, request, url_for
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.exceptions import HTTPException
+
+import auth
+import ops
+import storage
+from chat_request import SESSION_ID, SESSION_ID_RULE
+from config import Settings
+
+SESSION_COOKIE = "ocw_admin_session"
+LOGIN_COOKIE = "ocw_admin_login"  # the sign-in form's CSRF token, before there is a session
+SESSION_SECONDS = 8 * 3600
+LOGIN_FORM_SECONDS = 3600
+LOGIN_MAX_FAILURES = 10  # per client IP and window; the next attempt gets 429, right key or not
+LOGIN_WINDOW_MS = 15 * 60 * 1000
+PAGE_SIZE = 50
+SIGNER = {"digest_method": hashlib.sha256}  # itsdangerous defaults to SHA-1
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+# Reachable without a session: the sign-in form, its POST, and the stylesheet and script.
+OPEN_ENDPOINTS = {"dashboard.login_form", "dashboard.login", "dashboard.static"}
+
+dashboard = Blueprint(
+    "dashboard", __name__, url_prefix="/admin", static_folder="static/dashboard", static_url_path="/static"
+)
+
+
+# ---- sessions ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AdminSession:
+    """A valid sign-in: which key it was opened with (as an HMAC) and its CSRF token."""
+
+    key_fingerprint: str
+    csrf: str
+
+
+class Sessions:
+    """Issues and checks the session cookie and the sign-in form's token."""
+
+    def __init__(self, secret: str, admin_keys: tuple[str, ...]):
+        self._sessions = URLSafeTimedSerializer(secret, salt="ocw-dashboard-session", signer_kwargs=SIGNER)
+        self._login_forms = URLSafeTimedSerializer(secret, salt="ocw-dashboard-login", signer_kwargs=SIGNER)
+        # A key derived for fingerprints only, so they never equal any signature of the serializers.
+        self._fingerprint_key = hmac.new(secret.encode(), b"ocw-dashboard-key-fingerprint", hashlib.sha256).digest()
+        self._active = [self.fingerprint(key) for key in admin_keys]
+
+    def fingerprint(self, key: str) -> str:
+        """HMAC-SHA256 of an admin key: without SECRET_KEY it can be neither reversed nor guessed."""
+        return hmac.new(self._fingerprint_key, key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+    def issue(self, admin_key: str) -> str:
+        """The cookie value of a new session opened with admin_key."""
+        return self._sessions.dumps({"key": self.fingerprint(admin_key), "csrf": secrets.token_urlsafe(32)})
+
+    def read(self, cookie: str | None) -> AdminSession | None:
+        """The session of a cookie, or None if it is missing, forged, tampered with, expired, or
+        was opened with a key that is no longer configured."""
+        if not cookie:
+            return None
+        try:
+            data = self._sessions.loads(cookie, max_age=SESSION_SECONDS)
+        except BadSignature:  # SignatureExpired is one too
+            return None
+        if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in ("key", "csrf")):
+            return None
+        presented = data["key"].encode()
+        matched = False
+        for active in self._active:  # every key is visited, as in auth.KeyRing
+            matched |= hmac.compare_digest(active.encode(), presented)
+        return AdminSession(data["key"], data["csrf"]) if matched else None
+
+    def login_form_token(self) -> tuple[str, str]:
+        """(token for the form's hidden field, signed copy for the cookie)."""
+        token = secrets.token_urlsafe(32)
+        return token, self._login_forms.dumps(token)
+
+    def login_form_valid(self, cookie: str | None, field: str) -> bool:
+        """True if field is the token signed into cookie, and the form is less than an hour old."""
+        try:
+            token = self._login_forms.loads(cookie or "", max_age=LOGIN_FORM_SECONDS)
+        except BadSignature:
+            return False
+        return isinstance(token, str) and same_token(token, field)
+
+
+def same_token(expected: str, presented: str) -> bool:
+    return hmac.compare_digest(expected.encode(), presented.encode("utf-8", "surrogatepass"))
+
+
+def session_secret(settings: Settings) -> str:
+    """SECRET_KEY; in development without one, a secret generated once in the data folder."""
+    if settings.secret_key:
+        return settings.secret_key
+    if settings.production:
+        # Configuration requires SECRET_KEY whenever ADMIN_API_KEY is set, so this deployment has
+        # no admin key: every dashboard page answers 503 and nothing is ever signed.
+        return secrets.token_urlsafe(48)
+    path = Path(settings.data_dir) / "secret-key"
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Written aside, then linked into place: of several workers starting at once, one wins
+        # and they all read the same secret.
+        draft = path.with_name(f".secret-key.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+def init_app(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    app.extensions["dashboard_sessions"] = Sessions(session_secret(settings), settings.admin_keys)
+    app.register_blueprint(dashboard)
+
+
+def sessions() -> Sessions:
+    return current_app.extensions["dashboard_sessions"]
+
+
+def store() -> storage.Storage:
+    return current_app.extensions["storage"]
+
+
+def cookie_flags() -> dict:
+    # Secure in production, where the service sits behind HTTPS; plain HTTP works in development.
+    production = current_app.config["SETTINGS"].production
+    return {"path": "/admin", "httponly": True, "samesite": "Strict", "secure": production}
+
+
+# ---- pages ---------------------------------------------------------------------------------
+
+def page(template: str, status: int = 200, headers: dict | None = None, **context):
+    """A dashboard page; the signed-in session (if any) is there for the navigation's forms."""
+    html = render_template(f"dashboard/{template}", admin=g.get("admin"), **context)
+    return make_response(html, status, headers or {})
+
+
+def error_page(status: int, title: str, message: str, headers: dict | None = None):
+    return page("error.html", status, headers, title=title, message=message)
+
+
+def not_found():
+    return error_page(404, "Not found", "There is no such conversation. It may have been deleted or expired.")
+
+
+@dashboard.app_template_filter("utc_iso")
+def utc_iso(ms: int) -> str:
+    """Milliseconds since the epoch as an ISO 8601 UTC time, for <time datetime>."""
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dashboard.app_template_filter("utc_text")
+def utc_text(ms: int) -> str:
+    """The same time for readers without script; dashboard.js shows it in their time zone."""
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dashboard.before_request
+def guard():
+    """503 without an admin key; then a valid session (else back to sign-in); then, for every
+    POST but the sign-in, the session's CSRF token."""
+    if request.endpoint == "dashboard.static":
+        return None
+    if not current_app.extensions["admin_keys"]:
+        return error_page(503, "Dashboard unavailable", "ADMIN_API_KEY is not configured on this deployment.")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    g.admin = sessions().read(cookie)
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    if g.admin is None:
+        if cookie:
+            current_app.logger.warning(
+                "Dashboard session refused from %s (forged, expired or its key removed)", auth.client_ip()
+            )
+        response = redirect(url_for(".login_form"), 303)
+        if cookie:
+            response.delete_cookie(SESSION_COOKIE, **cookie_flags())
+        return response
+    if request.method == "POST" and not same_token(g.admin.csrf, request.form.get("csrf", "")):
+        current_app.logger.warning("403 %s %s: missing or wrong CSRF token", request.method, request.path)
+        return error_page(
+            403, "Refused", "This form was not sent by the dashboard (its CSRF token is missing or wrong)."
+        )
+    return None
+
+
+@dashboard.after_request
+def page_headers(response):
+    response.headers["Content-Security-Policy"] = CSP
+    if request.endpoint != "dashboard.static":
+        response.headers["Cache-Control"] = "no-store"  # conversations must not linger in caches
+    return response
+
+
+@dashboard.errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    return error_page(exc.code or 500, exc.name, exc.description or exc.name)
+
+
+@dashboard.errorhandler(storage.UNAVAILABLE)
+def storage_unavailable(exc):
+    current_app.logger.error("Redis unavailable: %s", type(exc).__name__)
+    return error_page(503, "Storage unavailable", "Redis does not answer. Try again in a moment.")
+
+
+# ---- sign-in -------------------------------------------------------------------------------
+
+def login_page(status: int = 200, error: str | None = None, headers: dict | None = None):
+    """The sign-in form, with a fresh CSRF token in its hidden field and in a signed cookie."""
+    token, signed = sessions().login_form_token()
+    response = page("login.html", status, headers, error=error, csrf=token)
+    response.set_cookie(LOGIN_COOKIE, signed, max_age=LOGIN_FORM_SECONDS, **cookie_flags())
+    return response
+
+
+@dashboard.get("/")
+@dashboard.get("")  # registered first, so url_for gives /admin
+def login_form():
+    if g.admin is not None:
+        return redirect(url_for(".conversations"), 303)
+    return login_page()
+
+
+@dashboard.post("/login")
+def login():
+    """Open a session for a configured admin key; failures are limited per client IP."""
+    if not sessions().login_form_valid(request.cookies.get(LOGIN_COOKIE), request.form.get("csrf", "")):
+        return login_page(403, "The sign-in form expired or was not sent by this page. Please try again.")
+    ip = auth.client_ip()
+    failures, retry_ms = store().login_failures(ip)
+    if failures >= LOGIN_MAX_FAILURES:
+        # Checked before the key, so that a blocked client cannot confirm a guess either.
+        retry_after = max(1, math.ceil(retry_ms / 1000))
+        minutes = math.ceil(retry_after / 60)
+        return error_page(429, "Too many attempts", f"Too many failed sign-ins. Try again in {minutes} minutes.",
+                          headers={"Retry-After": str(retry_after)})
+    presented = request.form.get("admin_key", "").strip()
+    if not current_app.extensions["admin_keys"].accepts(presented):
+        store().record_login_failure(ip, LOGIN_WINDOW_MS)
+        current_app.logger.warning("401 dashboard sign-in from %s key=%s", ip, auth.fingerprint(presented))
+        return login_page(401, "That is not an admin key of this deployment.")
+    current_app.logger.info("Dashboard sign-in from %s key=%s", ip, auth.fingerprint(presented))
+    response = redirect(url_for(".conversations"), 303)
+    response.set_cookie(SESSION_COOKIE, sessions().issue(presented), max_age=SESSION_SECONDS, **cookie_flags())
+    response.delete_cookie(LOGIN_COOKIE, **cookie_flags())
+    return response
+
+
+@dashboard.post("/logout")
+def logout():
+    response = redirect(url_for(".login_form"), 303)
+    response.delete_cookie(SESSION_COOKIE, **cookie_flags())
+    return response
+
+
+# ---- conversations -------------------------------------------------------------------------
+
+@dashboard.get("/conversations")
+def conversations():
+    """Newest first, PAGE_SIZE a page; or the one conversation of a searched session id."""
+    searched = request.args.get("session", "").strip()
+    context = {"searched": searched, "deleted": request.args.get("deleted") == "1"}
+    if searched:
+        if not SESSION_ID.fullmatch(searched):
+            error = f"A session id {SESSION_ID_RULE}."
+            return page("conversations.html", 400, conversations=[], error=error, **context)
+        found = store().session_conversation(searched)
+        return page("conversations.html", conversations=[found] if found else [], **context)
+    cursor = request.args.get("cursor") or None
+    try:
+        listing = store().list_conversations(PAGE_SIZE, cursor)
+    except storage.InvalidCursor:
+        return page("conversations.html", 400, conversations=[], error="That page link is not valid.", **context)
+    return page("conversations.html", conversations=listing.conversations, total=listing.total,
+                next_cursor=listing.next_cursor, paged=cursor is not None, **context)
+
+
+@dashboard.get("/conversations/<conversation_id>")
+def thread(conversation_id: str):
+    found = store().get_conversation(conversation_id)
+    if found is None:
+        return not_found()
+    summary, messages = found
+    return page("thread.html", conversation=summary, messages=messages)
+
+
+@dashboard.get("/conversations/<conversation_id>/delete")
+def confirm_delete(conversation_id: str):
+    """Deleting asks first, on a page of its own (the dashboard runs no script to ask)."""
+    found = store().get_conversation(conversation_id)
+    if found is None:
+        return not_found()
+    return page("confirm_delete.html", conversation=found[0])
+
+
+@dashboard.post("/conversations/<conversation_id>/delete")
+def delete(conversation_id: str):
+    if not ops.delete_conversation(conversation_id):
+        return not_found()
+    return redirect(url_for(".conversations", deleted="1"), 303)
+
+
+@dashboard.get("/export")
+def export():
+    return ops.export_download(0)
+
+
+@dashboard.get("/stats")
+def stats():
+    counters = [(name, ops.METRICS[name][1]) for name in storage.COUNTERS]  # (name, what it counts)
+    return page("stats.html", stats=store().stats(), counters=counters)

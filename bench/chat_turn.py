@@ -13,7 +13,7 @@ import redis
 import requests
 
 from harness import (ADMIN_KEY, WIDGET_KEY, chat_body, cpu_seconds, fake_upstream, openai_body, redis_server,
-                     report, service, summary_ms, timed_posts)
+                     report, service, summary_ms, timed_gets, timed_posts)
 
 CHAT_HEADERS = {"X-Widget-Api-Key": WIDGET_KEY}
 
@@ -70,9 +70,14 @@ def main() -> None:
         cpu_before = cpu_seconds(master_pid)
         latency(chat_url, [chat_body(i) for i in range(args.turns)], args.concurrency, CHAT_HEADERS)
         cpu_ms_per_turn = (cpu_seconds(master_pid) - cpu_before) * 1000 / args.turns
+        # The floor: what gunicorn, gevent and Flask cost for a request that does nothing.
+        cpu_before = cpu_seconds(master_pid)
+        asyncio.run(timed_gets(base_url + "/health", args.turns, args.concurrency))
+        cpu_ms_per_health = (cpu_seconds(master_pid) - cpu_before) * 1000 / args.turns
 
         results = {"turns": args.turns, "concurrency": args.concurrency,
-                   "service_cpu_ms_per_turn": round(cpu_ms_per_turn, 3), "latency": {}}
+                   "service_cpu_ms_per_turn": round(cpu_ms_per_turn, 3),
+                   "service_cpu_ms_per_health_request": round(cpu_ms_per_health, 3), "latency": {}}
         for concurrency in (1, args.concurrency):
             via_service = summary_ms(latency(chat_url, [chat_body(i) for i in range(samples)], concurrency, CHAT_HEADERS))
             direct = summary_ms(latency(direct_url, [openai_body(False)] * samples, concurrency))

@@ -179,6 +179,19 @@ async def timed_posts(url: str, bodies, concurrency: int, headers: dict | None =
     return latencies
 
 
+async def timed_gets(url: str, count: int, concurrency: int) -> None:
+    """GET url count times with `concurrency` requests in flight."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(share: int):
+            for _ in range(share):
+                async with session.get(url) as response:
+                    await response.read()
+
+        await asyncio.gather(*(worker(count // concurrency) for _ in range(concurrency)))
+
+
 def report(name: str, results: dict) -> None:
     """Print the results as one JSON object (the tests read it; docs/PERFORMANCE.md quotes it)."""
     print(json.dumps({"benchmark": name, **results}, indent=2))

@@ -87,9 +87,6 @@ def make_model(settings: Settings):
     )
 
 
-def store() -> storage.Storage:
-    return current_app.extensions["storage"]
-
 
 # ---- public routes -------------------------------------------------------------------------
 
@@ -124,7 +121,7 @@ def health():
 def ready():
     """Readiness: 200 only while Redis answers."""
     try:
-        store().ping()
+        storage.current().ping()
     except storage.UNAVAILABLE:
         return jsonify(status="unavailable"), 503
     return jsonify(status="ok")
@@ -153,8 +150,8 @@ def start_turn(turn: ChatTurn) -> tuple[str, list[dict]]:
     """Store the user message (before the model is called) and build the model's prompt."""
     settings: Settings = current_app.config["SETTINGS"]
     # Admission already looked the conversation up; only a new session needs another step.
-    conversation_id = g.conversation_id or store().conversation_for_session(turn.session_id)
-    recent = store().append_message(
+    conversation_id = g.conversation_id or storage.current().conversation_for_session(turn.session_id)
+    recent = storage.current().append_message(
         conversation_id, turn.session_id, "user", turn.message, history=settings.max_history_messages
     )
     prompt = [{"role": "system", "content": settings.system_prompt}]
@@ -185,11 +182,11 @@ def chat_reply():
     try:
         completion = current_app.extensions["model"].complete(prompt)
     except UpstreamError as exc:
-        store().count("upstreamErrors")
+        storage.current().count("upstreamErrors")
         return json_error(exc.status_code, str(exc))
     reply = final_text(completion.text)
     tokens = completion.output_tokens if completion.output_tokens is not None else estimate_tokens(completion.text)
-    store().append_message(conversation_id, turn.session_id, "assistant", reply, output_tokens=tokens)
+    storage.current().append_message(conversation_id, turn.session_id, "assistant", reply, output_tokens=tokens)
     return jsonify(conversationId=conversation_id, message=reply)
 
 
@@ -202,7 +199,7 @@ def chat_stream():
     # The generator outlives the request context: hand it plain objects only.
     lines = relay_reply(
         current_app.extensions["model"],
-        store(),
+        storage.current(),
         current_app.logger,
         conversation_id,
         turn.session_id,
@@ -263,13 +260,18 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
                 logger.error("Could not store an interrupted reply")
 
 
+def invalid_session_id_query():
+    """The 400 for a `sessionId` query parameter that breaks the chat rule (history, admin listing)."""
+    return json_error(400, "Invalid query", details={"sessionId": SESSION_ID_RULE})
+
+
 @chat.get("/v1/chat/history")
 def chat_history():
     """A session's messages, oldest first (the newest HISTORY_LIMIT), so a widget can redraw its thread."""
     session_id = request.args.get("sessionId", "")
     if not SESSION_ID.fullmatch(session_id):
-        return json_error(400, "Invalid query", details={"sessionId": SESSION_ID_RULE})
-    response = jsonify(messages=store().session_messages(session_id, HISTORY_LIMIT))
+        return invalid_session_id_query()
+    response = jsonify(messages=storage.current().session_messages(session_id, HISTORY_LIMIT))
     response.headers["Cache-Control"] = "no-store"  # a visitor's conversation is nobody else's
     return response
 
@@ -292,7 +294,7 @@ def list_conversations():
     if session_id is not None:
         return session_conversation(session_id)
     try:
-        page = store().list_conversations(limit, request.args.get("cursor"))
+        page = storage.current().list_conversations(limit, request.args.get("cursor"))
     except storage.InvalidCursor:
         return json_error(400, "Invalid query", details={"cursor": "must be a nextCursor from a previous page"})
     return jsonify(conversations=page.conversations, total=page.total, nextCursor=page.next_cursor)
@@ -301,15 +303,15 @@ def list_conversations():
 def session_conversation(session_id: str):
     """The listing filtered to one session: its conversation, or none."""
     if not SESSION_ID.fullmatch(session_id):
-        return json_error(400, "Invalid query", details={"sessionId": SESSION_ID_RULE})
-    found = store().session_conversation(session_id)
+        return invalid_session_id_query()
+    found = storage.current().session_conversation(session_id)
     conversations = [found] if found else []
     return jsonify(conversations=conversations, total=len(conversations), nextCursor=None)
 
 
 @admin.get("/conversations/<conversation_id>")
 def get_conversation(conversation_id: str):
-    found = store().get_conversation(conversation_id)
+    found = storage.current().get_conversation(conversation_id)
     if found is None:
         return json_error(404, "Conversation not found")
     summary, messages = found

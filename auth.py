@@ -13,6 +13,7 @@ from flask import current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import chat_request
+import storage
 from errors import json_error
 
 
@@ -110,7 +111,7 @@ def chat_guard():
     presented = presented_key(("X-Api-Key", "X-Widget-Api-Key"))
     key_ok = current_app.extensions["widget_keys"].accepts(presented)
     turn, refusal = _read_turn() if key_ok and request.method == "POST" else (None, None)
-    admission = current_app.extensions["storage"].admit(
+    admission = storage.current().admit(
         client_ip(), turn.session_id if turn else None, settings.limits, key_valid=key_ok
     )
     retry_after = {"Retry-After": str(max(1, math.ceil(admission.retry_after_ms / 1000)))}
@@ -136,6 +137,6 @@ def admin_guard():
     presented = presented_key(("X-Admin-Api-Key",))
     if not keys.accepts(presented):
         # Chat 401s are counted by the admission script; admin ones cost this one write.
-        current_app.extensions["storage"].count("unauthorized")
+        storage.current().count("unauthorized")
         return _unauthorized(presented)
     return None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Flask, current_app, request
 
+import storage
 from errors import json_error
 
 ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
@@ -34,7 +35,7 @@ def _refuse_foreign_origins():
         return current_app.response_class(status=204)
     if origin and request.method not in SAFE_METHODS and not origin_allowed(origin):
         current_app.logger.warning("403 %s %s from origin not allowed", request.method, request.path)
-        current_app.extensions["storage"].count("refusedOrigins")
+        storage.current().count("refusedOrigins")
         return json_error(403, "Origin not allowed")
     return None
 

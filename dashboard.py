@@ -148,9 +148,6 @@ def sessions() -> Sessions:
     return current_app.extensions["dashboard_sessions"]
 
 
-def store() -> storage.Storage:
-    return current_app.extensions["storage"]
-
 
 def cookie_flags() -> dict:
     # Secure in production, where the service sits behind HTTPS; plain HTTP works in development.
@@ -258,7 +255,7 @@ def login():
     if not sessions().login_form_valid(request.cookies.get(LOGIN_COOKIE), request.form.get("csrf", "")):
         return login_page(403, "The sign-in form expired or was not sent by this page. Please try again.")
     ip = auth.client_ip()
-    failures, retry_ms = store().login_failures(ip)
+    failures, retry_ms = storage.current().login_failures(ip)
     if failures >= LOGIN_MAX_FAILURES:
         # Checked before the key, so that a blocked client cannot confirm a guess either.
         retry_after = max(1, math.ceil(retry_ms / 1000))
@@ -267,7 +264,7 @@ def login():
                           headers={"Retry-After": str(retry_after)})
     presented = request.form.get("admin_key", "").strip()
     if not current_app.extensions["admin_keys"].accepts(presented):
-        store().record_login_failure(ip, LOGIN_WINDOW_MS)
+        storage.current().record_login_failure(ip, LOGIN_WINDOW_MS)
         current_app.logger.warning("401 dashboard sign-in from %s key=%s", ip, auth.fingerprint(presented))
         return login_page(401, "That is not an admin key of this deployment.")
     current_app.logger.info("Dashboard sign-in from %s key=%s", ip, auth.fingerprint(presented))
@@ -295,11 +292,11 @@ def conversations():
         if not SESSION_ID.fullmatch(searched):
             error = f"A session id {SESSION_ID_RULE}."
             return page("conversations.html", 400, conversations=[], error=error, **context)
-        found = store().session_conversation(searched)
+        found = storage.current().session_conversation(searched)
         return page("conversations.html", conversations=[found] if found else [], **context)
     cursor = request.args.get("cursor") or None
     try:
-        listing = store().list_conversations(PAGE_SIZE, cursor)
+        listing = storage.current().list_conversations(PAGE_SIZE, cursor)
     except storage.InvalidCursor:
         return page("conversations.html", 400, conversations=[], error="That page link is not valid.", **context)
     return page("conversations.html", conversations=listing.conversations, total=listing.total,
@@ -308,7 +305,7 @@ def conversations():
 
 @dashboard.get("/conversations/<conversation_id>")
 def thread(conversation_id: str):
-    found = store().get_conversation(conversation_id)
+    found = storage.current().get_conversation(conversation_id)
     if found is None:
         return not_found()
     summary, messages = found
@@ -318,7 +315,7 @@ def thread(conversation_id: str):
 @dashboard.get("/conversations/<conversation_id>/delete")
 def confirm_delete(conversation_id: str):
     """Deleting asks first, on a page of its own (the dashboard runs no script to ask)."""
-    found = store().get_conversation(conversation_id)
+    found = storage.current().get_conversation(conversation_id)
     if found is None:
         return not_found()
     return page("confirm_delete.html", conversation=found[0])
@@ -339,4 +336,4 @@ def export():
 @dashboard.get("/stats")
 def stats():
     counters = [(name, ops.METRICS[name][1]) for name in storage.COUNTERS]  # (name, what it counts)
-    return page("stats.html", stats=store().stats(), counters=counters)
+    return page("stats.html", stats=storage.current().stats(), counters=counters)

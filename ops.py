@@ -34,15 +34,12 @@ routes = Blueprint("ops", __name__)
 routes.before_request(auth.admin_guard)
 
 
-def store() -> storage.Storage:
-    return current_app.extensions["storage"]
-
 
 # ---- operations ----------------------------------------------------------------------------
 
 def delete_conversation(conversation_id: str) -> bool:
     """Delete one conversation with everything that points at it; False if it was unknown."""
-    deleted = store().delete_conversation(conversation_id)
+    deleted = storage.current().delete_conversation(conversation_id)
     if deleted:
         current_app.logger.info("Deleted conversation %s", conversation_id)
     return deleted
@@ -53,7 +50,7 @@ def erase_session(session_id: str) -> bool:
 
     The log names the session by a fingerprint only: the erased person's identifier is not kept.
     """
-    existed, conversation_id = store().erase_session(session_id)
+    existed, conversation_id = storage.current().erase_session(session_id)
     if existed:
         current_app.logger.info(
             "Erased session %s (conversation %s)", auth.fingerprint(session_id), conversation_id or "none"
@@ -63,7 +60,7 @@ def erase_session(session_id: str) -> bool:
 
 def purge(idle_days: float) -> int:
     """Delete the conversations idle for more than idle_days; how many index entries went."""
-    removed = store().purge_idle(store().now_ms() - round(idle_days * storage.DAY_MS))
+    removed = storage.current().purge_idle(storage.current().now_ms() - round(idle_days * storage.DAY_MS))
     current_app.logger.info("Purged %d conversations idle for more than %g days", removed, idle_days)
     return removed
 
@@ -77,7 +74,7 @@ def export_lines(turns: storage.Storage, updated_since: int) -> Iterator[bytes]:
 
 def export_download(updated_since: int) -> Response:
     """The NDJSON export as a file download (the admin API's and the dashboard's)."""
-    lines = export_lines(store(), updated_since)
+    lines = export_lines(storage.current(), updated_since)
     # Read the first batch now, so that Redis being down is a 503, not a stream cut at once.
     first = next(lines, None)
     headers = {
@@ -130,10 +127,10 @@ def delete_session(session_id: str):
 @routes.get("/v1/admin/stats")
 def stats():
     """Totals, and counts over the last hour and day, shared by every worker and instance."""
-    return jsonify(store().stats())
+    return jsonify(storage.current().stats())
 
 
 @routes.get("/metrics")
 def metrics():
     """The stats for Prometheus (which sends the admin key as `Authorization: Bearer`)."""
-    return Response(prometheus_text(store().stats()), content_type=PROMETHEUS_TEXT)
+    return Response(prometheus_text(storage.current().stats()), content_type=PROMETHEUS_TEXT)

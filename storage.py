@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import redis
+from flask import current_app
 from redis.cluster import RedisCluster
 
 LAST_MESSAGE_CHARS = 500
@@ -247,6 +248,11 @@ class InvalidCursor(ValueError):
     """The listing cursor was not produced by this service."""
 
 
+def current() -> "Storage":
+    """The storage of the app handling the current request (create_app builds it)."""
+    return current_app.extensions["storage"]
+
+
 def connect(url: str, tls_verify: bool = True) -> redis.Redis | RedisCluster:
     """A client for url; redis+cluster:// gives a cluster client. Fails fast when Redis is down."""
     options = dict(
@@ -419,8 +425,7 @@ class Storage:
             pipe.persist(self.keys.session(session_id))
         if output_tokens:
             day, until_tomorrow_ms = self.utc_day()
-            pipe.incrby(self.keys.daily_tokens(day), output_tokens)
-            pipe.pexpire(self.keys.daily_tokens(day), until_tomorrow_ms + DAY_MS)
+            _add_expiring(pipe, self.keys.daily_tokens(day), output_tokens, until_tomorrow_ms + DAY_MS)
             self._add_to_count(pipe, "outputTokens", output_tokens)
         if pipeline is not None:
             return []
@@ -601,9 +606,7 @@ class Storage:
             logging.getLogger(__name__).warning("Could not count %s: Redis unavailable", name)
 
     def _add_to_count(self, pipe, name: str, amount: int) -> None:
-        key = self.keys.hourly_count(name, self.utc_hour())
-        pipe.incrby(key, amount)
-        pipe.pexpire(key, HOURLY_COUNT_LIFETIME_MS)
+        _add_expiring(pipe, self.keys.hourly_count(name, self.utc_hour()), amount, HOURLY_COUNT_LIFETIME_MS)
 
     def stats(self) -> dict:
         """Conversations and messages stored, and each of COUNTERS over the last hour and the
@@ -627,6 +630,12 @@ class Storage:
             "lastHour": {name: _window(counts, 1, into_hour) for name, counts in zip(COUNTERS, per_name)},
             "lastDay": {name: _window(counts, 24, into_hour) for name, counts in zip(COUNTERS, per_name)},
         }
+
+
+def _add_expiring(pipe, key: str, amount: int, lifetime_ms: int) -> None:
+    """Queue adding amount to a counter that then lives lifetime_ms more, so it cleans itself up."""
+    pipe.incrby(key, amount)
+    pipe.pexpire(key, lifetime_ms)
 
 
 def _window(hourly: list[int], hours: int, into_hour: float) -> int:

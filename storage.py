@@ -18,8 +18,9 @@ The two per-conversation keys share the hash tag {id}, and the admission counter
 its own atomic step), so every Lua script touches a single slot: atomic on a single Redis,
 valid on Redis Cluster. All counters expire on their own.
 
-Retention (CONVERSATION_RETENTION_DAYS): every message sets the conversation's keys and its
-session mapping to expire that long after it. The index cannot expire per member, so the
+Retention (CONVERSATION_RETENTION_DAYS): every message sets the conversation's keys to expire
+that long after it, and every chat turn's admission does the same for its session mapping as it
+reads it (GETEX, so Redis 6.2 or newer). The index cannot expire per member, so the
 operations that read it as a whole (listing, export, stats) first sweep out the entries idle
 for longer than the retention, oldest first: a cost proportional to what is removed.
 """
@@ -218,6 +219,14 @@ if ARGV[2] == '1' or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
 end
 """
 
+# Adds ARGV[2i-1] to the counter KEYS[i] and sets it to expire ARGV[2i] ms from now, for each i.
+ADD_EXPIRING_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBY', key, ARGV[2 * i - 1])
+  redis.call('PEXPIRE', key, ARGV[2 * i])
+end
+"""
+
 # Takes the messages counted for the conversations ARGV off the total and forgets them.
 FORGET_MESSAGES_SCRIPT = """
 local sum = 0
@@ -347,7 +356,12 @@ class Storage:
             ],
         )
         if session_id:
-            pipe.get(self.keys.session(session_id))
+            # Reading the mapping also moves its expiry (or removes it, without a retention), so
+            # it lives as long as the conversation that this turn is about to write.
+            if self.retention_ms:
+                pipe.getex(self.keys.session(session_id), px=self.retention_ms)
+            else:
+                pipe.getex(self.keys.session(session_id), persist=True)
         (verdict, retry_ms), *conversation = pipe.execute()
         retry_ms = until_tomorrow_ms if verdict == "budget" else max(int(retry_ms), 0)
         return Admission(verdict, retry_ms, conversation[0] if conversation else None)
@@ -387,7 +401,7 @@ class Storage:
         A user message creates the conversation if needed; an assistant message is dropped if
         the conversation was deleted while the reply was being generated. output_tokens are
         added to the day's spending and this hour's count in the same round trip, and the
-        conversation and its session mapping are set to expire after the retention. Given a
+        conversation is set to expire after the retention. Given a
         pipeline, the commands are only queued on it (bulk writes: the caller executes it) and
         nothing is returned.
         """
@@ -419,14 +433,12 @@ class Storage:
             pipe, COUNT_MESSAGE_SCRIPT, [self.keys.message_counts(), self.keys.message_total()],
             [conversation_id, "1" if creates else "0"],
         )
-        if self.retention_ms:
-            pipe.pexpire(self.keys.session(session_id), self.retention_ms)
-        else:
-            pipe.persist(self.keys.session(session_id))
         if output_tokens:
             day, until_tomorrow_ms = self.utc_day()
-            _add_expiring(pipe, self.keys.daily_tokens(day), output_tokens, until_tomorrow_ms + DAY_MS)
-            self._add_to_count(pipe, "outputTokens", output_tokens)
+            self._add_expiring(pipe, [
+                (self.keys.daily_tokens(day), output_tokens, until_tomorrow_ms + DAY_MS),
+                (self.keys.hourly_count("outputTokens", self.utc_hour()), output_tokens, HOURLY_COUNT_LIFETIME_MS),
+            ])
         if pipeline is not None:
             return []
         recent = pipe.execute()[0]
@@ -598,15 +610,16 @@ class Storage:
         Best effort: these counts describe refusals and failures, and losing one to a Redis
         failure must not turn the answer being counted into a 503.
         """
-        pipe = self.client.pipeline(transaction=False)
-        self._add_to_count(pipe, name, 1)
         try:
-            pipe.execute()
+            self._add_expiring(self.client, [(self.keys.hourly_count(name, self.utc_hour()), 1, HOURLY_COUNT_LIFETIME_MS)])
         except UNAVAILABLE:
             logging.getLogger(__name__).warning("Could not count %s: Redis unavailable", name)
 
-    def _add_to_count(self, pipe, name: str, amount: int) -> None:
-        _add_expiring(pipe, self.keys.hourly_count(name, self.utc_hour()), amount, HOURLY_COUNT_LIFETIME_MS)
+    def _add_expiring(self, target, counters: list[tuple[str, int, int]]) -> None:
+        """Add to counters of one slot, each then living its lifetime more, so they clean
+        themselves up: (key, amount, lifetime ms) each, in one command."""
+        self._run(target, ADD_EXPIRING_SCRIPT, [key for key, _, _ in counters],
+                  [value for _, amount, lifetime_ms in counters for value in (amount, lifetime_ms)])
 
     def stats(self) -> dict:
         """Conversations and messages stored, and each of COUNTERS over the last hour and the
@@ -630,12 +643,6 @@ class Storage:
             "lastHour": {name: _window(counts, 1, into_hour) for name, counts in zip(COUNTERS, per_name)},
             "lastDay": {name: _window(counts, 24, into_hour) for name, counts in zip(COUNTERS, per_name)},
         }
-
-
-def _add_expiring(pipe, key: str, amount: int, lifetime_ms: int) -> None:
-    """Queue adding amount to a counter that then lives lifetime_ms more, so it cleans itself up."""
-    pipe.incrby(key, amount)
-    pipe.pexpire(key, lifetime_ms)
 
 
 def _window(hourly: list[int], hours: int, into_hour: float) -> int:

@@ -80,19 +80,18 @@ def _unauthorized(presented: str | None):
 
 def _read_turn():
     """(turn, refusal): the chat turn of this request, or the error response its body earns."""
-    too_large = json_error(413, "Request body too large")
     try:
         data = request.get_data()
     except RequestEntityTooLarge:
-        return None, too_large
+        data = None
     except HTTPException:
         raise  # e.g. 400 for a client that left mid-body
     except Exception:  # from the WSGI server's reader, e.g. gunicorn's InvalidChunkSize
         return None, json_error(400, "Invalid request body", details={"body": "could not be read"})
     # werkzeug silently cuts a chunked body at MAX_CONTENT_LENGTH, so a body without a
-    # Content-Length that fills the limit is too large.
-    if request.content_length is None and len(data) >= current_app.config["MAX_CONTENT_LENGTH"]:
-        return None, too_large
+    # Content-Length that fills the limit is too large too.
+    if data is None or (request.content_length is None and len(data) >= current_app.config["MAX_CONTENT_LENGTH"]):
+        return None, json_error(413, "Request body too large")
     try:
         return chat_request.parse(data), None
     except chat_request.InvalidBody as exc:

@@ -1,4 +1,4 @@
-"""The model: an OpenAI-compatible chat-completions client over `requests`, and the offline
+"""The model: an OpenAI-compatible chat-completions client (requests and urllib3), and the offline
 demo responder used in development when no OPENAI_API_KEY is set.
 
 Both offer `complete(messages) -> Completion` and `stream(messages) -> ReplyStream`. A
@@ -135,52 +135,64 @@ class OpenAIClient:
     """Chat completions against any OpenAI-compatible server."""
 
     def __init__(self, base_url, api_key, model, timeout_seconds, max_output_tokens=None, stream_usage=True):
-        self.base_url = base_url
         self.url = f"{base_url}/chat/completions"
+        self.models_url = f"{base_url}/models"
         self.model = model
         self.max_output_tokens = max_output_tokens
         self.stream_usage = stream_usage
         # The read timeout bounds the silence between bytes, not the whole reply.
-        self.timeout = (CONNECT_TIMEOUT_SECONDS, timeout_seconds)
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {api_key}"
-        # Read proxy and CA-bundle variables once: requests would re-scan the whole environment
-        # on every call, a tenth of a turn's CPU.
-        environment = self.session.merge_environment_settings(self.url, {}, None, None, None)
-        self.session.trust_env = False
-        self.session.proxies, self.session.verify = environment["proxies"], environment["verify"]
-        # Completions go straight to the session's transport adapter (its connection pool):
-        # Session.request would merge settings, cookies and hooks on every call, a tenth of a
-        # turn's CPU, for features this client does not use (redirects included).
-        self.adapter = self.session.get_adapter(self.url)
+        self.timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=timeout_seconds)
+        # requests sets the connection up: proxy and CA-bundle variables (read once here; it
+        # would re-scan the environment on every call), TLS verification, pooling, default
+        # headers. Each call then goes straight to the urllib3 pool of its transport adapter:
+        # requests' per-call layer (preparing a Request, merging settings, cookies, hooks,
+        # wrapping the response) cost a fifth of a chat turn's CPU, for features this client
+        # does not use (redirects included).
+        session = requests.Session()
+        environment = session.merge_environment_settings(self.url, {}, None, None, None)
+        self._proxies, self._verify = environment["proxies"], environment["verify"]
+        self._adapter = session.get_adapter(self.url)
+        self._headers = {**session.headers, "Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        # The URLs this client calls, prepared once: requests picks a URL's pool (through a proxy
+        # or not) and the form of its request line from it.
+        self._targets = {url: requests.Request("GET", url).prepare() for url in (self.url, self.models_url)}
 
-    def _post(self, messages, stream: bool) -> requests.Response:
+    def _send(self, method: str, url: str, body: dict | None = None, stream: bool = False) -> urllib3.BaseHTTPResponse:
+        """The upstream's 200 response to one request; any other outcome as an UpstreamError.
+
+        Unless stream is set, the whole body is read here, where a read timeout is an upstream
+        error; a streamed response must be closed (_release).
+        """
+        target = self._targets[url]
+        try:
+            pool = self._adapter.get_connection_with_tls_context(target, self._verify, self._proxies)
+            response = pool.urlopen(
+                method, self._adapter.request_url(target, self._proxies),
+                body=None if body is None else json.dumps(body).encode(), headers=self._headers,
+                retries=False, redirect=False, assert_same_host=False, timeout=self.timeout,
+                preload_content=not stream,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _as_upstream_error(exc) from exc
+        if response.status != 200:
+            _release(response)
+            raise UpstreamStatusError(f"The model answered with HTTP {response.status}")
+        return response
+
+    def _completion(self, messages, stream: bool) -> urllib3.BaseHTTPResponse:
         body = {"model": self.model, "messages": messages, "stream": stream}
         if self.max_output_tokens:
             body["max_tokens"] = self.max_output_tokens
         if stream and self.stream_usage:
             # Ask for a final chunk with token counts; some servers refuse it (OPENAI_STREAM_USAGE).
             body["stream_options"] = {"include_usage": True}
-        request = requests.Request("POST", self.url, headers=self.session.headers, json=body).prepare()
-        try:
-            response = self.adapter.send(
-                request, stream=stream, timeout=self.timeout,
-                verify=self.session.verify, proxies=self.session.proxies,
-            )
-            if not stream:
-                response.content  # read the body here, where a read timeout is an upstream error
-        except requests.RequestException as exc:
-            raise _as_upstream_error(exc) from exc
-        if response.status_code != 200:
-            response.close()
-            raise UpstreamStatusError(f"The model answered with HTTP {response.status_code}")
-        return response
+        return self._send("POST", self.url, body, stream=stream)
 
     def complete(self, messages: list[dict]) -> Completion:
         """The whole reply of a non-streamed completion."""
-        response = self._post(messages, stream=False)
+        response = self._completion(messages, stream=False)
         try:
-            body = response.json()
+            body = json.loads(response.data)
             content = body["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise UpstreamProtocolError("The model sent an unreadable reply") from exc
@@ -189,32 +201,26 @@ class OpenAIClient:
     def list_models(self) -> list[str]:
         """Ids of the models the upstream offers (`GET <base>/models`): proof that it answers
         and accepts the key, at no token cost. Used by the ops CLI's `check`."""
+        response = self._send("GET", self.models_url)
         try:
-            response = self.session.get(f"{self.base_url}/models", timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise _as_upstream_error(exc) from exc
-        with response:
-            if response.status_code != 200:
-                raise UpstreamStatusError(f"The model answered with HTTP {response.status_code}")
-            try:
-                return [model["id"] for model in response.json()["data"]]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise UpstreamProtocolError("The model sent an unreadable model list") from exc
+            return [model["id"] for model in json.loads(response.data)["data"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamProtocolError("The model sent an unreadable model list") from exc
 
     def stream(self, messages: list[dict]) -> ReplyStream:
         """Connect and return the deltas of a streamed completion (SSE `data:` lines)."""
-        response = self._post(messages, stream=True)
+        response = self._completion(messages, stream=True)
         usage: dict = {}
         return ReplyStream(_sse_deltas(response, usage), lambda: _hang_up(response), usage)
 
 
-def _hang_up(response: requests.Response) -> None:
+def _hang_up(response: urllib3.BaseHTTPResponse) -> None:
     """End the upstream connection now, even while another thread is blocked reading it.
 
     close() from here would race with that reader (and does not wake a blocked recv());
     shutdown() ends the read and sends the FIN at once, and the reader then closes the response.
     """
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    sock = getattr(response.connection, "sock", None)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)
@@ -222,22 +228,30 @@ def _hang_up(response: requests.Response) -> None:
             pass  # already closed
 
 
-def _as_upstream_error(exc: requests.RequestException) -> UpstreamError:
-    # requests reports a read timeout in the body as ConnectionError(ReadTimeoutError).
-    cause = exc.args[0] if exc.args else None
-    if isinstance(exc, requests.Timeout) or isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+def _release(response: urllib3.BaseHTTPResponse) -> None:
+    """Close a response that may be unread, and give its place in the pool back."""
+    response.close()
+    response.release_conn()
+
+
+def _as_upstream_error(exc: Exception) -> UpstreamError:
+    # urllib3 counts a refused connection as a connect timeout; it is not one.
+    timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
+        exc, urllib3.exceptions.NewConnectionError
+    )
+    if timed_out:
         return UpstreamTimeout("The model stopped answering")
     return UpstreamError("The connection to the model failed")
 
 
-def _lines(response: requests.Response) -> Iterator[bytes]:
+def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
     """Lines of a streamed body, each as soon as it arrives.
 
-    requests' iter_lines() reads fixed 512-byte blocks, which on an unchunked body holds early
-    tokens back until enough later ones arrive; read1() returns whatever is there.
+    Reading fixed-size blocks (as requests' iter_lines() does) would hold early tokens of an
+    unchunked body back until enough later ones arrive; read1() returns whatever is there.
     """
     pending = b""
-    while data := response.raw.read1(8192):
+    while data := response.read1(8192):
         *complete, pending = (pending + data).split(b"\n")
         yield from (line.rstrip(b"\r") for line in complete)
     if pending:
@@ -250,7 +264,7 @@ def _output_tokens(chunk: dict) -> int | None:
     return tokens if isinstance(tokens, int) and tokens >= 0 else None
 
 
-def _sse_deltas(response: requests.Response, usage: dict) -> Iterator[str]:
+def _sse_deltas(response: urllib3.BaseHTTPResponse, usage: dict) -> Iterator[str]:
     """Text deltas from an SSE chat-completions stream; it must end with `data: [DONE]`.
 
     Reported output tokens go into usage["output_tokens"]. The response is closed when the
@@ -281,7 +295,7 @@ def _sse_deltas(response: requests.Response, usage: dict) -> Iterator[str]:
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise UpstreamError("The connection to the model failed") from exc
     finally:
-        response.close()
+        _release(response)
     raise UpstreamProtocolError("The model stream ended before [DONE]")
 
 

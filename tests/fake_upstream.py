@@ -139,7 +139,11 @@ class FakeUpstream:
 
             def _client_gone(self, wait: float) -> bool:
                 """Wait up to `wait` seconds; True if the client closed the connection meanwhile."""
-                readable, _, _ = select.select([self.connection], [], [], wait)
+                # poll(), not select(): a burst of streams puts this process past 1024 sockets,
+                # and select() refuses descriptors above that.
+                poller = select.poll()
+                poller.register(self.connection, select.POLLIN)
+                readable = poller.poll(wait * 1000)
                 if readable and self.connection.recv(1, 0x40) == b"":  # MSG_DONTWAIT
                     self._hung_up()
                     return True

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import pytest
+import redis.client
 import redis.connection
 import requests
 
@@ -135,19 +136,28 @@ def test_history_bound_always_keeps_the_new_message(make_app, upstream):
     assert sent[-1]["content"] == "a new message longer than the bound"
 
 
-def test_a_turn_costs_three_redis_round_trips_once_the_session_exists(app, monkeypatch):
+def test_a_turn_costs_three_redis_round_trips_of_nine_commands_once_the_session_exists(app, monkeypatch):
     client = app.test_client()
     assert turn(client).status_code == 200  # first turn of the session: one extra step
-    round_trips = []
+    round_trips, pipelined = [], []
     real_send = redis.connection.AbstractConnection.send_packed_command
+    real_execute = redis.client.Pipeline.execute
 
     def counting_send(self, command, check_health=True):
         round_trips.append(command)
         return real_send(self, command, check_health)
 
+    def counting_execute(self, raise_on_error=True):
+        pipelined.append(len(self.command_stack))
+        return real_execute(self, raise_on_error)
+
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_send)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counting_execute)
     assert turn(client).status_code == 200
     assert len(round_trips) == 3  # admission + session lookup; user message + history; reply
+    # Each command costs the worker packing and parsing: admission script + GETEX; message
+    # script, index, totals; the same for the reply, plus its token counters.
+    assert pipelined == [2, 3, 4]
 
 
 @pytest.mark.parametrize("limit, env", [

@@ -3,9 +3,11 @@
 gevent workers hold many streams each: a stream spends nearly all its time waiting on the
 model, and a sync worker would be tied up by a single one.
 """
+import json
 import os
 import sys
 
+from gunicorn import util
 from gunicorn.glogging import Logger
 
 import logs
@@ -23,6 +25,25 @@ keepalive = 5
 # No access log: the app writes one line per request itself (requestlog.py), with the request
 # id and the route template, and its duration covers the whole of a stream.
 accesslog = None
+
+
+def write_json_error(sock, status: int, reason: str, message: str) -> None:
+    """gunicorn's answer to a request its parser refuses (a malformed or oversized request line
+    or header: the app never sees it), as JSON like every other error of the service.
+
+    gunicorn would send an HTML page. `message` can quote the client's bytes, so only the
+    status and its fixed reason phrase are sent.
+    """
+    body = json.dumps({"error": reason}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn has no setting for this page; its workers write it with this one function.
+util.write_error = write_json_error
 
 
 class JsonLogger(Logger):

@@ -3,8 +3,8 @@ headers, NUL bytes, every method on every route. No answer may be a 5xx, nothing
 stored, the model is never called and no worker is lost.
 
 Requests that break HTTP itself (oversized or malformed request lines and headers) are refused
-by gunicorn's parser before the app sees them, with gunicorn's own short HTML page; everything
-that reaches the app is answered with a JSON error.
+by gunicorn's parser before the app sees them; they too are answered with a JSON error (written
+by gunicorn.conf.py's hook), like everything that reaches the app.
 """
 from __future__ import annotations
 
@@ -149,10 +149,14 @@ def test_non_json_content_types_are_a_json_400(server, redis_client, upstream, c
 
 
 @pytest.mark.parametrize("case", BROKEN_HTTP)
-def test_broken_http_is_refused_before_the_app(server, redis_client, upstream, case):
+def test_broken_http_is_refused_with_a_json_error_before_the_app(server, redis_client, upstream, case):
     raw, expected = BROKEN_HTTP[case]
-    status, _, answer = exchange(server, raw)
+    status, content_type, answer = exchange(server, raw)
     assert status == expected, answer[:300]
+    if status is not None:
+        assert content_type == "application/json"
+        assert set(json.loads(answer)) == {"error"}
+        assert b"\x00" not in answer and b"aaaa" not in answer  # nothing of the request is echoed
     assert_unharmed(server, redis_client, upstream)
 
 

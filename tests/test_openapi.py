@@ -266,7 +266,7 @@ def test_stream_event_schema_covers_every_event_type(document):
     assert validator.is_valid({"type": "start", "conversationId": "c"})
     assert validator.is_valid({"type": "token", "token": " hi"})
     assert validator.is_valid({"type": "done", "message": "hi", "conversationId": "c"})
-    assert validator.is_valid({"type": "error", "error": "The model did not answer in time"})
+    assert validator.is_valid({"type": "error", "error": "The model stopped answering"})
     assert validator.is_valid({"type": "ping"})
     assert not validator.is_valid({"type": "done", "message": "hi"})
 

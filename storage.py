@@ -401,9 +401,9 @@ class Storage:
         A user message creates the conversation if needed; an assistant message is dropped if
         the conversation was deleted while the reply was being generated. output_tokens are
         added to the day's spending and this hour's count in the same round trip, and the
-        conversation is set to expire after the retention. Given a
-        pipeline, the commands are only queued on it (bulk writes: the caller executes it) and
-        nothing is returned.
+        conversation is set to expire after the retention (admission does the same for the
+        session mapping). Given a pipeline, the commands are only queued on it (bulk writes:
+        the caller executes it) and nothing is returned.
         """
         created_at = self.now_ms()
         message = {"_id": new_id(), "role": role, "content": content}  # the script adds createdAt

@@ -15,6 +15,8 @@ Non-streamed requests get a JSON completion; streamed ones get SSE `data:` lines
                  body (a slow drip)
   report_usage   include `usage` (completion_tokens = number of tokens) in JSON replies, and as
                  a final chunk of streams that ask for it with stream_options.include_usage
+  gzip           if True, replies are gzip-compressed (Content-Encoding: gzip); a stream is
+                 then sent whole, as one compressed body
 
 It records every request body in `requests`, and in `hangups` a (time, last prompt message)
 pair for each stream whose client closed the connection while it was still streaming.
@@ -23,6 +25,7 @@ Authorization header in `model_listings`.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import select
 import threading
@@ -51,6 +54,7 @@ class FakeUpstream:
         self.token_delay = 0.0
         self.cut_after = 2
         self.report_usage = True
+        self.gzip = False
         self.requests: list[dict] = []
         self.models = ["gpt-4.1-mini", "fake-model"]
         self.model_listings: list[str | None] = []
@@ -120,6 +124,7 @@ class FakeUpstream:
                     data = b"{not json" + data
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                data = self._encoded(data)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if upstream.fault == "cut":
@@ -136,6 +141,13 @@ class FakeUpstream:
 
             def _close(self):
                 self.close_connection = True
+
+            def _encoded(self, data: bytes) -> bytes:
+                """data as the body will carry it: gzip-compressed, with its header, if asked."""
+                if not upstream.gzip:
+                    return data
+                self.send_header("Content-Encoding", "gzip")
+                return gzip.compress(data)
 
             def _client_gone(self, wait: float) -> bool:
                 """Wait up to `wait` seconds; True if the client closed the connection meanwhile."""
@@ -155,6 +167,8 @@ class FakeUpstream:
                 self.wfile.flush()
 
             def _stream(self, body):
+                if upstream.gzip:
+                    return self._compressed_stream(body)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
@@ -177,6 +191,18 @@ class FakeUpstream:
                     upstream.finished_streams += 1
                 except (BrokenPipeError, ConnectionResetError):
                     self._hung_up()
+
+            def _compressed_stream(self, body):
+                """The deltas and [DONE] as one gzip-compressed SSE body."""
+                events = [{"choices": [{"index": 0, "delta": {"content": token}}]} for token in upstream.tokens(body)]
+                lines = [b"data: " + json.dumps(event).encode() + b"\n\n" for event in events] + [b"data: [DONE]\n\n"]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                data = self._encoded(b"".join(lines))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream.finished_streams += 1
 
             def _hung_up(self):
                 upstream.hangups.append((time.monotonic(), self.last_message))

@@ -28,6 +28,14 @@ def test_complete_returns_the_message_content_and_reported_tokens(model, upstrea
     assert model.complete(PROMPT) == Completion("whole answer", None)
 
 
+def test_gzip_compressed_replies_are_decoded(model, upstream):
+    upstream.gzip = True
+    upstream.reply = "a b c"
+    assert model.complete(PROMPT).text == "a b c"
+    with model.stream(PROMPT) as reply:
+        assert list(reply) == ["a", " b", " c"]
+
+
 def test_stream_asks_for_usage_and_reports_output_tokens(model, upstream):
     upstream.reply = "a b c"
     with model.stream(PROMPT) as reply:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import requests
+import requests.adapters
 import urllib3
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -131,47 +132,64 @@ class ReplyStream:
         self.close()
 
 
+class _Transport(requests.adapters.HTTPAdapter):
+    """requests' transport adapter for one upstream, answering with urllib3's response itself.
+
+    HTTPAdapter.send() wraps every urllib3 response in a requests.Response (a headers mapping,
+    a cookie jar, hooks), and Session.request() prepares and merges settings on every call: a
+    fifth of a chat turn's CPU, for features this client does not use (redirects included).
+    This keeps what requests sets up for a connection (proxy, TLS verification and CA bundle,
+    pooling) and skips the rest.
+    """
+
+    def __init__(self, base_url: str, timeout: urllib3.Timeout):
+        super().__init__()
+        self.timeout = timeout
+        # Proxy and CA-bundle variables are read once: requests would re-scan the environment
+        # on every call.
+        environment = requests.Session().merge_environment_settings(base_url, {}, None, None, None)
+        self.proxies, self.verify = environment["proxies"], environment["verify"]
+
+    def open(self, method: str, url: requests.PreparedRequest, headers: dict, body: bytes | None = None,
+             stream: bool = False) -> urllib3.BaseHTTPResponse:
+        """Send a request to url (prepared once); the raw response. Raises urllib3's errors.
+
+        Unless stream is set, the whole body is read here.
+        """
+        pool = self.get_connection_with_tls_context(url, self.verify, self.proxies)
+        self.cert_verify(pool, url.url, self.verify, None)
+        return pool.urlopen(
+            method, self.request_url(url, self.proxies), body=body, headers=headers,
+            retries=False, redirect=False, assert_same_host=False, timeout=self.timeout,
+            preload_content=not stream,
+        )
+
+
 class OpenAIClient:
     """Chat completions against any OpenAI-compatible server."""
 
     def __init__(self, base_url, api_key, model, timeout_seconds, max_output_tokens=None, stream_usage=True):
-        self.url = f"{base_url}/chat/completions"
-        self.models_url = f"{base_url}/models"
         self.model = model
         self.max_output_tokens = max_output_tokens
         self.stream_usage = stream_usage
         # The read timeout bounds the silence between bytes, not the whole reply.
-        self.timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=timeout_seconds)
-        # requests sets the connection up: proxy and CA-bundle variables (read once here; it
-        # would re-scan the environment on every call), TLS verification, pooling, default
-        # headers. Each call then goes straight to the urllib3 pool of its transport adapter:
-        # requests' per-call layer (preparing a Request, merging settings, cookies, hooks,
-        # wrapping the response) cost a fifth of a chat turn's CPU, for features this client
-        # does not use (redirects included).
-        session = requests.Session()
-        environment = session.merge_environment_settings(self.url, {}, None, None, None)
-        self._proxies, self._verify = environment["proxies"], environment["verify"]
-        self._adapter = session.get_adapter(self.url)
-        self._headers = {**session.headers, "Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-        # The URLs this client calls, prepared once: requests picks a URL's pool (through a proxy
-        # or not) and the form of its request line from it.
-        self._targets = {url: requests.Request("GET", url).prepare() for url in (self.url, self.models_url)}
+        self._transport = _Transport(base_url, urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=timeout_seconds))
+        self._headers = {**requests.utils.default_headers(), "Authorization": f"Bearer {api_key}"}
+        # requests finds a URL's pool (through a proxy or not) from its prepared form.
+        self._completions_url = requests.Request("GET", f"{base_url}/chat/completions").prepare()
+        self._models_url = requests.Request("GET", f"{base_url}/models").prepare()
 
-    def _send(self, method: str, url: str, body: dict | None = None, stream: bool = False) -> urllib3.BaseHTTPResponse:
-        """The upstream's 200 response to one request; any other outcome as an UpstreamError.
+    def _send(self, method: str, url: requests.PreparedRequest, body: dict | None = None, stream: bool = False):
+        """The upstream's 200 response; any other outcome as an UpstreamError.
 
         Unless stream is set, the whole body is read here, where a read timeout is an upstream
         error; a streamed response must be closed (_release).
         """
-        target = self._targets[url]
+        headers, data = self._headers, None
+        if body is not None:
+            headers, data = {**headers, "Content-Type": "application/json"}, json.dumps(body).encode()
         try:
-            pool = self._adapter.get_connection_with_tls_context(target, self._verify, self._proxies)
-            response = pool.urlopen(
-                method, self._adapter.request_url(target, self._proxies),
-                body=None if body is None else json.dumps(body).encode(), headers=self._headers,
-                retries=False, redirect=False, assert_same_host=False, timeout=self.timeout,
-                preload_content=not stream,
-            )
+            response = self._transport.open(method, url, headers, data, stream)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _as_upstream_error(exc) from exc
         if response.status != 200:
@@ -179,14 +197,14 @@ class OpenAIClient:
             raise UpstreamStatusError(f"The model answered with HTTP {response.status}")
         return response
 
-    def _completion(self, messages, stream: bool) -> urllib3.BaseHTTPResponse:
+    def _completion(self, messages, stream: bool):
         body = {"model": self.model, "messages": messages, "stream": stream}
         if self.max_output_tokens:
             body["max_tokens"] = self.max_output_tokens
         if stream and self.stream_usage:
             # Ask for a final chunk with token counts; some servers refuse it (OPENAI_STREAM_USAGE).
             body["stream_options"] = {"include_usage": True}
-        return self._send("POST", self.url, body, stream=stream)
+        return self._send("POST", self._completions_url, body, stream=stream)
 
     def complete(self, messages: list[dict]) -> Completion:
         """The whole reply of a non-streamed completion."""
@@ -201,7 +219,7 @@ class OpenAIClient:
     def list_models(self) -> list[str]:
         """Ids of the models the upstream offers (`GET <base>/models`): proof that it answers
         and accepts the key, at no token cost. Used by the ops CLI's `check`."""
-        response = self._send("GET", self.models_url)
+        response = self._send("GET", self._models_url)
         try:
             return [model["id"] for model in json.loads(response.data)["data"]]
         except (ValueError, KeyError, TypeError) as exc:

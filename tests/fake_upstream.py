@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import json
 import select
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,10 +40,17 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeUpstream:
-    def __init__(self):
+    def __init__(self, certificate: str | None = None):
+        """certificate: a PEM file with a key and a certificate to serve HTTPS with."""
         self.server = _Server(("127.0.0.1", 0), self._handler_class())
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
+        scheme = "http"
+        if certificate:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certificate)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/v1"
         self.reset()
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

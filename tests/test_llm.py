@@ -1,11 +1,19 @@
 """The upstream client against a real HTTP server speaking the chat-completions protocol."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from llm import Completion, DemoResponder, OpenAIClient, UpstreamError, UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
 
+from tests.fake_upstream import FakeUpstream
+
 PROMPT = [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]
+# A throwaway key and self-signed certificate for 127.0.0.1 (CN upstream.test.invalid, made with
+# `openssl req -x509 -newkey rsa:2048 -nodes -days 36500 -addext subjectAltName=IP:127.0.0.1`).
+UPSTREAM_CERTIFICATE = Path(__file__).parent / "tls" / "upstream.pem"
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 @pytest.fixture
@@ -126,3 +134,28 @@ def test_demo_responder_streams_a_labelled_answer_word_by_word():
     assert len(deltas) > 5
     assert text.startswith("[Demo mode") and '"hi"' in text
     assert demo.complete(PROMPT) == Completion(text, None)
+
+
+@pytest.fixture
+def https_upstream():
+    server = FakeUpstream(certificate=str(UPSTREAM_CERTIFICATE))
+    yield server
+    server.close()
+
+
+def test_an_https_upstream_with_an_untrusted_certificate_is_refused(https_upstream, monkeypatch):
+    for name in CA_BUNDLE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)  # requests' own CA bundle
+    model = OpenAIClient(https_upstream.url, "sk-test", "m", timeout_seconds=1.0)
+    with pytest.raises(UpstreamError, match="connection to the model failed"):
+        model.complete(PROMPT)
+    assert https_upstream.requests == []  # the key never left
+
+
+def test_requests_ca_bundle_names_the_certificates_an_https_upstream_is_checked_against(https_upstream, monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(UPSTREAM_CERTIFICATE))
+    model = OpenAIClient(https_upstream.url, "sk-test", "m", timeout_seconds=1.0)
+    assert model.complete(PROMPT).text == "Hello from the fake model."
+    with model.stream(PROMPT) as reply:
+        assert "".join(reply) == "Hello from the fake model."
+    assert [request["_authorization"] for request in https_upstream.requests] == ["Bearer sk-test"] * 2

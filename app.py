@@ -290,11 +290,13 @@ def list_conversations():
     limit = int(raw_limit) if LIMIT.fullmatch(raw_limit) else 0
     if not 1 <= limit <= 200:
         return json_error(400, "Invalid query", details={"limit": "must be an integer from 1 to 200"})
-    session_id = request.args.get("sessionId")
-    if session_id is not None:
-        return session_conversation(session_id)
+    session_id, cursor = request.args.get("sessionId"), request.args.get("cursor")
     try:
-        page = storage.current().list_conversations(limit, request.args.get("cursor"))
+        if session_id is not None:
+            if cursor is not None:
+                storage.parse_cursor(cursor)  # ignored beside sessionId, but held to its form all the same
+            return session_conversation(session_id)
+        page = storage.current().list_conversations(limit, cursor)
     except storage.InvalidCursor:
         return json_error(400, "Invalid query", details={"cursor": "must be a nextCursor from a previous page"})
     return jsonify(conversations=page.conversations, total=page.total, nextCursor=page.next_cursor)

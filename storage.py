@@ -257,6 +257,14 @@ class InvalidCursor(ValueError):
     """The listing cursor was not produced by this service."""
 
 
+def parse_cursor(cursor: str) -> tuple[int, str]:
+    """(score, conversation id) of a listing cursor; InvalidCursor if the service made no such cursor."""
+    match = CURSOR.fullmatch(cursor)
+    if not match:
+        raise InvalidCursor(cursor)
+    return int(match.group(1)), match.group(2)
+
+
 def current() -> "Storage":
     """The storage of the app handling the current request (create_app builds it)."""
     return current_app.extensions["storage"]
@@ -464,10 +472,7 @@ class Storage:
         if cursor is None:
             pipe.zrevrange(index, 0, limit, withscores=True)
         else:
-            match = CURSOR.fullmatch(cursor)
-            if not match:
-                raise InvalidCursor(cursor)
-            score, after_id = int(match.group(1)), match.group(2)
+            score, after_id = parse_cursor(cursor)
             # Ties share a score and are ordered by member, so a page resumes after
             # (score, id): first the rest of the tie, then strictly older entries.
             pipe.zrevrangebyscore(index, score, score, withscores=True)

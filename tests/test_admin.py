@@ -171,9 +171,12 @@ def test_cursor_keeps_working_when_a_listed_conversation_gets_a_new_message(app,
     "", "abc", "123", "123:", ":abc", "-1:abc", "1.5:abc", "12:a{b}", "12:a b", "1" * 17 + ":abc",
     "12:" + "a" * 65, "12:abc:def",
 ])
-def test_malformed_cursor_is_400_naming_cursor(app, client, cursor):
+@pytest.mark.parametrize("filter_by_session", [False, True])
+def test_malformed_cursor_is_400_naming_cursor(app, client, cursor, filter_by_session):
     add_conversations(app, 3)
-    response = get_list(client, limit=2, cursor=cursor)
+    # Beside sessionId the cursor is not used, but the document still gives it one form.
+    query = {"sessionId": "visitor-0"} if filter_by_session else {}
+    response = get_list(client, limit=2, cursor=cursor, **query)
     assert response.status_code == 400
     assert "cursor" in response.get_json()["details"]
 

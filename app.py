@@ -147,13 +147,22 @@ chat.before_request(auth.chat_guard)
 
 
 def start_turn(turn: ChatTurn) -> tuple[str, list[dict]]:
-    """Store the user message (before the model is called) and build the model's prompt."""
+    """Store the user message (before the model is called) and build the model's prompt.
+
+    A retry of a message that is still the conversation's unanswered last one is not stored
+    again (it costs one more round trip, retries only).
+    """
     settings: Settings = current_app.config["SETTINGS"]
+    turns = storage.current()
     # Admission already looked the conversation up; only a new session needs another step.
-    conversation_id = g.conversation_id or storage.current().conversation_for_session(turn.session_id)
-    recent = storage.current().append_message(
-        conversation_id, turn.session_id, "user", turn.message, history=settings.max_history_messages
-    )
+    conversation_id = g.conversation_id or turns.conversation_for_session(turn.session_id)
+    recent = None
+    if turn.retry and g.conversation_id:
+        recent = turns.unanswered(conversation_id, turn.message, settings.max_history_messages)
+    if recent is None:
+        recent = turns.append_message(
+            conversation_id, turn.session_id, "user", turn.message, history=settings.max_history_messages
+        )
     prompt = [{"role": "system", "content": settings.system_prompt}]
     prompt += [{"role": m["role"], "content": m["content"]} for m in fit_history(recent, settings.max_history_chars)]
     return conversation_id, prompt

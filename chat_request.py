@@ -18,6 +18,8 @@ SESSION_ID_RULE = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
 class ChatTurn:
     session_id: str
     message: str  # trimmed
+    # Sent again after a failed reply: not stored twice if it is still the unanswered last message.
+    retry: bool = False
 
 
 class InvalidBody(Exception):
@@ -32,7 +34,7 @@ def parse(raw: bytes) -> ChatTurn:
     """The turn described by a JSON body, or InvalidBody naming what is wrong.
 
     The body is parsed whatever the Content-Type says, so clients that omit or mislabel it
-    still work; other fields are ignored.
+    still work; fields other than sessionId, message and retry are ignored.
     """
     try:
         body = json.loads(raw)
@@ -41,16 +43,18 @@ def parse(raw: bytes) -> ChatTurn:
     if not isinstance(body, dict):
         raise InvalidBody({"body": "must be a JSON object"})
     details = {}
-    session_id, message = body.get("sessionId"), body.get("message")
+    session_id, message, retry = body.get("sessionId"), body.get("message"), body.get("retry", False)
     if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
         details["sessionId"] = SESSION_ID_RULE
     if not isinstance(message, str) or not message.strip(JS_WHITESPACE) or len(message) > MAX_MESSAGE_CHARS:
         details["message"] = f"must be a string of 1-{MAX_MESSAGE_CHARS} characters, not only whitespace"
     elif not is_unicode_text(message):
         details["message"] = "must be valid Unicode text (no lone surrogates)"
+    if not isinstance(retry, bool):
+        details["retry"] = "must be true or false"
     if details:
         raise InvalidBody(details)
-    return ChatTurn(session_id, message.strip(JS_WHITESPACE))
+    return ChatTurn(session_id, message.strip(JS_WHITESPACE), retry)
 
 
 def is_unicode_text(text: str) -> bool:

@@ -167,6 +167,48 @@ def test_upstream_error_status_is_502_and_user_message_kept(app, client, upstrea
     assert [(m["role"], m["content"]) for m in stored_messages(app)[1]] == [("user", "keep me")]
 
 
+def user_messages_sent_upstream(upstream) -> list[str]:
+    return [m["content"] for m in upstream.requests[-1]["messages"] if m["role"] == "user"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat", *STREAM_ROUTES])
+def test_a_retry_of_a_message_left_unanswered_is_not_stored_or_sent_twice(app, client, upstream, path):
+    upstream.fault = "status"  # the first attempt stores the message, then the model fails
+    post_chat(client, path=path, message="are you there?").get_data()
+    upstream.fault = None
+    body = {"sessionId": "s-1", "message": "  are you there?  ", "retry": True}
+    response = client.post(path, json=body, headers=chat_headers())
+    response.get_data()  # a stream stores its reply as it is read
+    assert response.status_code == 200
+    stored = [(m["role"], m["content"]) for m in stored_messages(app)[1]]
+    assert stored == [("user", "are you there?"), ("assistant", "Hello from the fake model.")]
+    assert user_messages_sent_upstream(upstream) == ["are you there?"]
+    assert stored_messages(app)[0]["messageCount"] == 2
+
+
+@pytest.mark.parametrize("first_reply_fails, retried", [
+    (False, "hi"),  # the message was answered: sending it again is a new turn
+    (True, "something else"),  # not the message left unanswered
+])
+def test_a_retry_that_repeats_nothing_unanswered_is_stored_as_usual(app, client, upstream, first_reply_fails, retried):
+    upstream.fault = "status" if first_reply_fails else None
+    post_chat(client, message="hi")
+    upstream.fault = None
+    body = {"sessionId": "s-1", "message": retried, "retry": True}
+    assert client.post("/v1/chat", json=body, headers=chat_headers()).status_code == 200
+    users = [m["content"] for m in stored_messages(app)[1] if m["role"] == "user"]
+    assert users == ["hi", retried]
+
+
+@pytest.mark.parametrize("retry", ["yes", 1, None, {}])
+def test_retry_must_be_a_boolean(client, upstream, retry):
+    body = {"sessionId": "s-1", "message": "hi", "retry": retry}
+    response = client.post("/v1/chat", json=body, headers=chat_headers())
+    assert response.status_code == 400
+    assert response.get_json()["details"] == {"retry": "must be true or false"}
+    assert upstream.requests == []
+
+
 def test_upstream_timeout_is_504_and_user_message_kept(make_app, upstream):
     app = make_app(LLM_TIMEOUT_SECONDS="0.5")
     upstream.fault = "hang"

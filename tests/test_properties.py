@@ -1,7 +1,8 @@
 """Property tests (Hypothesis): the chat request validation and the key parsing hold for every
 input, not only for the examples the other tests list.
 
-Each property compares the code with the rule as CONTRACT.md states it.
+Each property compares the code with the rule as CONTRACT.md states it, plus the one field this
+service adds (`retry`, true or false when present).
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ message_fields = messages | st.text(max_size=60) | st.integers(3995, 4005).map("
 
 
 def contract_problems(body) -> set[str]:
-    """The fields CONTRACT.md says are wrong in this body ("body" if it is not an object)."""
+    """The fields CONTRACT.md (and the README, for `retry`) says are wrong in this body ("body"
+    if it is not an object)."""
     if not isinstance(body, dict):
         return {"body"}
     problems = set()
@@ -48,6 +50,8 @@ def contract_problems(body) -> set[str]:
     if not (isinstance(message, str) and message.strip(ECMA_SPACE) and len(message) <= 4000
             and not re.search("[\ud800-\udfff]", message)):
         problems.add("message")
+    if not isinstance(body.get("retry", False), bool):
+        problems.add("retry")
     return problems
 
 
@@ -61,7 +65,7 @@ def validate(data: bytes):
 
 
 @FIXTURES_OK
-@given(body=st.dictionaries(st.sampled_from(["sessionId", "message", "other"]),
+@given(body=st.dictionaries(st.sampled_from(["sessionId", "message", "retry", "other"]),
                             st.one_of(session_id_fields, message_fields)) | json_values)
 def test_validation_names_exactly_the_fields_the_contract_forbids(body):
     outcome = validate(json.dumps(body).encode())
@@ -73,7 +77,8 @@ def test_validation_names_exactly_the_fields_the_contract_forbids(body):
 
 
 @FIXTURES_OK
-@given(session_id=session_ids, message=messages, extra=st.dictionaries(st.text(max_size=8), json_values, max_size=5))
+@given(session_id=session_ids, message=messages,
+       extra=st.dictionaries(st.text(max_size=8).filter(lambda name: name != "retry"), json_values, max_size=5))
 def test_every_valid_request_is_accepted_whatever_else_it_carries(session_id, message, extra):
     body = {**extra, "sessionId": session_id, "message": message}
     assert validate(json.dumps(body).encode()) == (session_id, message.strip(ECMA_SPACE))
@@ -84,7 +89,7 @@ def test_every_valid_request_is_accepted_whatever_else_it_carries(session_id, me
 def test_arbitrary_bytes_are_either_a_valid_request_or_refused_never_an_error(data):
     outcome = validate(data)
     if isinstance(outcome, set):
-        assert outcome and outcome <= {"body", "sessionId", "message"}
+        assert outcome and outcome <= {"body", "sessionId", "message", "retry"}
     else:
         assert contract_problems(json.loads(data)) == set()
 

@@ -409,7 +409,8 @@
         const response = await fetch(this.config.endpoint, {
           method: "POST",
           headers: { "Content-Type": "application/json", "X-Widget-Api-Key": this.config.apiKey },
-          body: JSON.stringify({ sessionId: this.session(), message: text }),
+          // retry: the server does not store the message again if its first attempt left it unanswered
+          body: JSON.stringify({ sessionId: this.session(), message: text, ...(isRetry && { retry: true }) }),
           signal: this.streaming.signal,
         });
         if (!response.ok || !response.body) throw new Failure(failureText(response.status));

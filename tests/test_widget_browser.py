@@ -337,7 +337,7 @@ def test_each_failure_gets_its_own_human_message_and_a_retry(page, api, start_ap
     assert len(upstream.requests) == sends - 1  # only the rate-limited case had a message through
 
 
-def test_retry_resends_the_message_without_drawing_it_twice(page, api, host_site, upstream):
+def test_retry_resends_the_message_without_drawing_or_storing_it_twice(page, api, host_site, upstream):
     upstream.fault = "status"  # the model fails after the stream has started: an `error` event
     widget = visit(page, host_site.page("/retry", embed_tag(api.url)))
     widget.open()
@@ -352,6 +352,8 @@ def test_retry_resends_the_message_without_drawing_it_twice(page, api, host_site
     expect(widget.questions).to_have_text(["Are you there?"])
     expect(page.locator(".notice")).to_have_count(0)
     expect(widget.input).to_be_focused()
+    # The server kept the message once, so the model was not asked it twice.
+    assert [m["content"] for m in upstream.requests[-1]["messages"] if m["role"] == "user"] == ["Are you there?"]
 
 
 # ---- safety of the host page and of the widget ---------------------------------------------

@@ -455,15 +455,11 @@ class Storage:
 
     def unanswered(self, conversation_id: str, content: str, history: int) -> list[dict] | None:
         """The newest `history` messages if the conversation's last message is a user message
-        with this content, which no reply followed (its turn failed); else None. One round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.lindex(self.keys.messages(conversation_id), -1)
-        pipe.lrange(self.keys.messages(conversation_id), -history, -1)
-        last, recent = pipe.execute()
-        last = json.loads(last) if last else {}
-        if last.get("role") != "user" or last.get("content") != content:
+        with this content, which no reply followed (its turn failed); else None. One command."""
+        recent = [json.loads(item) for item in self.client.lrange(self.keys.messages(conversation_id), -history, -1)]
+        if not recent or recent[-1]["role"] != "user" or recent[-1]["content"] != content:
             return None
-        return [json.loads(item) for item in recent]
+        return recent
 
     def session_messages(self, session_id: str, limit: int) -> list[dict]:
         """The newest `limit` messages of a session's conversation, oldest first; [] if it has none.

@@ -39,6 +39,17 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # the default backlog of 5 refuses bursts of simultaneous streams
 
 
+def sse_line(payload) -> bytes:
+    """One SSE `data:` event: payload as JSON, or as it is if already bytes."""
+    line = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return b"data: " + line + b"\n\n"
+
+
+def delta_chunk(token: str) -> dict:
+    """A streamed chat-completions chunk carrying one token."""
+    return {"choices": [{"index": 0, "delta": {"content": token}}]}
+
+
 class FakeUpstream:
     def __init__(self, certificate: str | None = None):
         """certificate: a PEM file with a key and a certificate to serve HTTPS with."""
@@ -170,8 +181,7 @@ class FakeUpstream:
                 return False
 
             def _event(self, payload) -> None:
-                line = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.wfile.write(b"data: " + line + b"\n\n")
+                self.wfile.write(sse_line(payload))
                 self.wfile.flush()
 
             def _stream(self, body):
@@ -191,7 +201,7 @@ class FakeUpstream:
                             self._event(b"{not json")
                         if upstream.token_delay and self._client_gone(upstream.token_delay):
                             return
-                        self._event({"choices": [{"index": 0, "delta": {"content": token}}]})
+                        self._event(delta_chunk(token))
                     if upstream.report_usage and (body.get("stream_options") or {}).get("include_usage"):
                         self._event({"choices": [], "usage": upstream.usage(body)})
                     if upstream.fault != "no_done":
@@ -202,8 +212,7 @@ class FakeUpstream:
 
             def _compressed_stream(self, body):
                 """The deltas and [DONE] as one gzip-compressed SSE body."""
-                events = [{"choices": [{"index": 0, "delta": {"content": token}}]} for token in upstream.tokens(body)]
-                lines = [b"data: " + json.dumps(event).encode() + b"\n\n" for event in events] + [b"data: [DONE]\n\n"]
+                lines = [sse_line(delta_chunk(token)) for token in upstream.tokens(body)] + [sse_line(b"[DONE]")]
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 data = self._encoded(b"".join(lines))

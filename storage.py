@@ -522,13 +522,8 @@ class Storage:
         """(summary, messages oldest first), or None if unknown."""
         if not CONVERSATION_ID.fullmatch(conversation_id):
             return None
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(self.keys.conversation(conversation_id))
-        pipe.lrange(self.keys.messages(conversation_id), 0, -1)
-        summary, messages = pipe.execute()
-        if not summary:
-            return None
-        return summary_from_hash(summary), [json.loads(m) for m in messages]
+        found = self._threads([conversation_id])
+        return found[0] if found else None
 
     def delete_conversation(self, conversation_id: str) -> bool:
         """Remove a conversation, its messages, its session mapping and index entry."""

@@ -67,7 +67,8 @@ class Sessions:
         self._login_forms = URLSafeTimedSerializer(secret, salt="ocw-dashboard-login", signer_kwargs=SIGNER)
         # A key derived for fingerprints only, so they never equal any signature of the serializers.
         self._fingerprint_key = hmac.new(secret.encode(), b"ocw-dashboard-key-fingerprint", hashlib.sha256).digest()
-        self._active = [self.fingerprint(key) for key in admin_keys]
+        # The fingerprints of the configured keys, compared as auth compares keys.
+        self._active = auth.KeyRing([self.fingerprint(key) for key in admin_keys])
 
     def fingerprint(self, key: str) -> str:
         """HMAC-SHA256 of an admin key: without SECRET_KEY it can be neither reversed nor guessed."""
@@ -88,11 +89,7 @@ class Sessions:
             return None
         if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in ("key", "csrf")):
             return None
-        presented = data["key"].encode()
-        matched = False
-        for active in self._active:  # every key is visited, as in auth.KeyRing
-            matched |= hmac.compare_digest(active.encode(), presented)
-        return AdminSession(data["key"], data["csrf"]) if matched else None
+        return AdminSession(data["key"], data["csrf"]) if self._active.accepts(data["key"]) else None
 
     def login_form_token(self) -> tuple[str, str]:
         """(token for the form's hidden field, signed copy for the cookie)."""

@@ -235,10 +235,12 @@ def test_reply_streams_in_token_by_token_through_a_real_cors_preflight(page, api
     reply = widget.replies.nth(1)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
+        # Busy first, then the text: once the reply is done, the text read after it is final.
+        done = widget.log.get_attribute("aria-busy") == "false"
         text = reply.text_content()
         if text and (not seen or seen[-1] != text):
             seen.append(text)
-        if widget.log.get_attribute("aria-busy") == "false":
+        if done:
             break
         time.sleep(0.03)
     assert seen[-1] == "one two three four five six"

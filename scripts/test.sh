@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Install (into .venv) and run the whole test suite. Tests start their own Redis and servers.
+# Install and run the whole test suite. Tests start their own Redis and servers.
+# Two virtualenvs: .venv-runtime holds requirements.txt only, as a deploy does, and runs every
+# gunicorn, CLI and launcher process the tests start, so a runtime package that only the test
+# tools bring in cannot make a test pass; .venv adds the test tools and runs pytest itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/runtime-venv.sh .venv-runtime
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+export RUNTIME_VENV="$PWD/.venv-runtime"
 exec .venv/bin/python -m pytest "$@"

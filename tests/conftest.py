@@ -19,6 +19,24 @@ from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
+def _runtime_bin() -> Path:
+    """bin/ of the virtualenv that holds requirements.txt only (scripts/runtime-venv.sh).
+
+    Every process a test starts the way a user does (gunicorn under the Procfile's command, the
+    ops CLI, the launcher) runs from it, never from the test tools' environment: a runtime
+    package that only a test tool brings in must not make a test pass.
+    """
+    venv = Path(os.environ.get("RUNTIME_VENV", ROOT / ".venv-runtime"))
+    if not (venv / "bin" / "gunicorn").exists():
+        pytest.exit(f"No runtime-only virtualenv at {venv}: run scripts/test.sh, or "
+                    f"`bash scripts/runtime-venv.sh {venv}` first", returncode=4)
+    return venv / "bin"
+
+
+RUNTIME_BIN = _runtime_bin()
+RUNTIME_PYTHON = str(RUNTIME_BIN / "python")
+
 WIDGET_KEY = "widget-key-0123456789abcdef"
 WIDGET_KEY_2 = "widget-key-rotated-9876543210"
 ADMIN_KEY = "admin-key-0123456789abcdefgh"
@@ -189,7 +207,8 @@ def admin_headers(key=ADMIN_KEY):
 
 
 class Gunicorn:
-    """`gunicorn wsgi:app` started exactly as the Procfile says, on a free port."""
+    """`gunicorn wsgi:app` started exactly as the Procfile says, on a free port, from the
+    runtime-only virtualenv."""
 
     def __init__(self, env: dict, log_path: Path, inherit_environment: bool = True):
         """inherit_environment=False starts it with env, PORT and PATH only, as a platform would."""
@@ -199,7 +218,7 @@ class Gunicorn:
         self.log = open(log_path, "wb")
         inherited = os.environ if inherit_environment else {"PATH": os.environ.get("PATH", "")}
         full_env = {**inherited, **env, "PORT": str(self.port)}
-        full_env["PATH"] = f"{Path(sys.executable).parent}:{full_env.get('PATH', '')}"
+        full_env["PATH"] = f"{RUNTIME_BIN}:{full_env.get('PATH', '')}"
         self.process = subprocess.Popen(
             shlex.split(command), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
         )

@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
 from config import load_settings
-from tests.conftest import ADMIN_KEY, ROOT, WIDGET_KEY, chat_headers, free_port
+from tests.conftest import ADMIN_KEY, ROOT, RUNTIME_PYTHON, WIDGET_KEY, chat_headers, free_port
 
 COMMANDS = [
     [], ["keygen"], ["conversations"], ["conversations", "list"], ["conversations", "show"],
@@ -34,7 +33,7 @@ def chat(app, session, message="hello"):
 
 def run_script(*args, env):
     """`python cli.py <args>` in a fresh process with exactly env (plus PATH)."""
-    return subprocess.run([sys.executable, "cli.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+    return subprocess.run([RUNTIME_PYTHON, "cli.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={"PATH": os.environ["PATH"], **env})
 
 
@@ -194,7 +193,7 @@ def test_check_reports_a_bad_configuration_as_a_failed_check_without_the_key():
 
 def test_flask_cli_runs_the_commands_with_the_deployment_environment(base_env, app):
     chat(app, "through-flask")
-    result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "ocw", "conversations", "list"],
+    result = subprocess.run([RUNTIME_PYTHON, "-m", "flask", "--app", "app", "ocw", "conversations", "list"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **base_env})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("through-flask")

@@ -15,6 +15,7 @@ import auth
 import cli
 import cors
 import dashboard
+import drain
 import embedded_redis
 import errors
 import logs
@@ -164,8 +165,7 @@ def start_turn(turn: ChatTurn) -> tuple[str, list[dict]]:
             conversation_id, turn.session_id, "user", turn.message, history=settings.max_history_messages
         )
     prompt = [{"role": "system", "content": settings.system_prompt}]
-    prompt += [{"role": m["role"], "content": m["content"]} for m in fit_history(recent, settings.max_history_chars)]
-    return conversation_id, prompt
+    return conversation_id, prompt + alternating(fit_history(recent, settings.max_history_chars))
 
 
 def fit_history(messages: list[dict], max_chars: int) -> list[dict]:
@@ -177,6 +177,34 @@ def fit_history(messages: list[dict], max_chars: int) -> list[dict]:
             break
         kept.append(message)
     return kept[::-1]
+
+
+def alternating(messages: list[dict]) -> list[dict]:
+    """Stored messages, oldest first, as a history every chat template accepts: strictly
+    alternating user and assistant messages that start and end with a user message.
+
+    Strict templates (Mistral, Gemma and others on vLLM, TGI and Ollama) refuse anything else
+    with a 400, and what storage holds can break the pattern: a failed turn leaves a user
+    message unanswered, an interrupted reply may be followed by the retry's full one, and the
+    history window can start on a reply. So: leading replies are dropped; a run of user messages
+    becomes one (an exact repeat is kept once); in a run of replies an interrupted one that a
+    later reply replaced is dropped and the rest are joined; replies after the last user message
+    (a retry's interrupted first attempt) are dropped.
+    """
+    turns: list[dict] = []  # {"role", "parts": [contents], "interrupted": of the last part}
+    for message in messages:
+        role, content, interrupted = message["role"], message["content"], bool(message.get("interrupted"))
+        if not turns and role != "user":
+            continue
+        if not turns or turns[-1]["role"] != role:
+            turns.append({"role": role, "parts": [content], "interrupted": interrupted})
+        elif role == "assistant" and turns[-1]["interrupted"]:
+            turns[-1]["parts"][-1], turns[-1]["interrupted"] = content, interrupted
+        elif turns[-1]["parts"][-1] != content:
+            turns[-1]["parts"].append(content)
+    while turns and turns[-1]["role"] != "user":
+        turns.pop()
+    return [{"role": turn["role"], "content": "\n\n".join(turn["parts"])} for turn in turns]
 
 
 def final_text(reply: str) -> str:
@@ -214,6 +242,7 @@ def chat_stream():
         turn.session_id,
         prompt,
         current_app.config["SETTINGS"].heartbeat_seconds,
+        drain.current,
     )
     return Response(lines, headers=STREAM_HEADERS)
 
@@ -222,20 +251,23 @@ def ndjson(**event) -> bytes:
     return (json.dumps(event, ensure_ascii=False) + "\n").encode()
 
 
-def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heartbeat_seconds) -> Iterator[bytes]:
+def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heartbeat_seconds,
+                shutdown: drain.Drain) -> Iterator[bytes]:
     """The NDJSON lines of one streamed turn, each yielded as soon as it exists.
 
     A ping goes out after each heartbeat of upstream silence: it keeps idle proxies from cutting
     the stream, and writing it is how the server learns that the client has gone (the WSGI
-    server closes this generator when a write fails). If the reply does not finish, whatever
-    arrived is stored marked interrupted.
+    server closes this generator when a write fails). When the process is stopping and the
+    shutdown's deadline passes, the stream ends with an `error` line whose `code` is
+    "restarting" (the widget sends the message again by itself). If the reply does not finish,
+    whatever arrived is stored marked interrupted.
     """
     yield ndjson(type="start", conversationId=conversation_id)
     parts: list[str] = []
     stored = False
     try:
         with model.stream(prompt) as reply:
-            for batch in reply.batches(heartbeat_seconds):
+            for batch in reply.batches(heartbeat_seconds, shutdown):
                 if not batch:
                     yield ndjson(type="ping")
                     continue
@@ -250,6 +282,9 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
     except UpstreamError as exc:
         turns.count("upstreamErrors")
         yield ndjson(type="error", error=str(exc))
+    except drain.ServiceStopping:
+        logger.info("Stream ended by the shutdown deadline")
+        yield ndjson(type="error", error=drain.RESTARTING_MESSAGE, code="restarting")
     except storage.UNAVAILABLE:
         logger.error("Redis unavailable while storing a reply")
         yield ndjson(type="error", error="Storage unavailable")

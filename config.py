@@ -56,6 +56,8 @@ class Settings:
     stream_usage: bool
     llm_timeout_seconds: float
     heartbeat_seconds: float
+    # After SIGTERM, streams in flight may go on this long before they are ended (drain.py).
+    shutdown_drain_seconds: float
     cors_origins: tuple[str, ...]
     limits: Limits
     trusted_proxy_count: int
@@ -188,6 +190,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         stream_usage=read.flag("OPENAI_STREAM_USAGE", True),
         llm_timeout_seconds=read.number("LLM_TIMEOUT_SECONDS", 60.0, kind=float, minimum=0.1),
         heartbeat_seconds=read.number("STREAM_HEARTBEAT_SECONDS", 15.0, kind=float, minimum=0.05),
+        shutdown_drain_seconds=read.number("SHUTDOWN_DRAIN_SECONDS", 20.0, kind=float, minimum=0, maximum=3600),
         cors_origins=tuple(o.rstrip("/") for o in cors_origins),
         limits=Limits(
             window_ms=read.number("RATE_LIMIT_WINDOW_MS", 60000, minimum=1),

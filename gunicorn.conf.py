@@ -4,12 +4,15 @@ gevent workers hold many streams each: a stream spends nearly all its time waiti
 model, and a sync worker would be tied up by a single one.
 """
 import json
+import math
 import os
+import signal
 import sys
 
 from gunicorn import util
 from gunicorn.glogging import Logger
 
+import drain
 import logs
 from config import ConfigError, load_settings
 
@@ -20,8 +23,15 @@ worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
 # gevent workers keep answering the master's heartbeat while streams run, so this only catches
 # a stuck worker; it does not cut long streams.
 timeout = 30
-graceful_timeout = 25  # Heroku sends SIGKILL 30 s after SIGTERM
+# After SIGTERM, streams get SHUTDOWN_DRAIN_SECONDS (default 20) to finish, then end themselves
+# cleanly (drain.py); gunicorn waits that long plus this margin before it kills a worker.
+# Heroku sends SIGKILL 30 s after SIGTERM: 20 + 5 stays inside it. Set from on_starting.
+DRAIN_MARGIN_SECONDS = 5
 keepalive = 5
+# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), so
+# every instance a user runs would share it, and starting or stopping one removes another's.
+# Nothing here uses it.
+control_socket_disable = True
 # No access log: the app writes one line per request itself (requestlog.py), with the request
 # id and the route template, and its duration covers the whole of a stream.
 accesslog = None
@@ -60,13 +70,31 @@ if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
 
 
 def on_starting(server):
-    """Validate the configuration once, and start the embedded Redis that workers will share."""
+    """Validate the configuration once, set the shutdown timing from it, and start the embedded
+    Redis that workers will share."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(1)
+    server.cfg.set("graceful_timeout", math.ceil(settings.shutdown_drain_seconds) + DRAIN_MARGIN_SECONDS)
     if settings.redis_url is None:
         import embedded_redis
 
         embedded_redis.ensure_running(settings.data_dir)
+
+
+def post_worker_init(worker):
+    """On SIGTERM, start the drain as well as gunicorn's own graceful stop.
+
+    gunicorn's handler only stops the worker from accepting; streams in flight would run until
+    gunicorn kills the worker mid-body. The drain ends them cleanly before then.
+    """
+    seconds = worker.wsgi.config["SETTINGS"].shutdown_drain_seconds
+    stop_accepting = worker.handle_exit
+
+    def on_sigterm(signum, frame):
+        stop_accepting(signum, frame)
+        drain.current.begin(seconds)
+
+    signal.signal(signal.SIGTERM, on_sigterm)

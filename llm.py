@@ -8,6 +8,7 @@ Both report the output tokens the upstream counted, when it says (`usage`), else
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
@@ -21,9 +22,12 @@ import requests
 import requests.adapters
 import urllib3
 
+from drain import Drain, ServiceStopping
+
 CONNECT_TIMEOUT_SECONDS = 10
 MAX_BATCH = 256  # deltas handed over at once, so one write stays small
 _END = object()  # marks the end of a reply on the reader's queue
+_WAKE = object()  # put on the reader's queue when draining begins: the consumer re-checks the deadline
 
 
 class UpstreamError(Exception):
@@ -76,14 +80,15 @@ class ReplyStream:
     def output_tokens(self) -> int | None:
         return self.usage.get("output_tokens")
 
-    def batches(self, idle_seconds: float) -> Iterator[list[str]]:
+    def batches(self, idle_seconds: float, drain: Drain | None = None) -> Iterator[list[str]]:
         """The deltas in lists of those that arrived together; an empty list after every
-        idle_seconds of upstream silence.
+        idle_seconds of upstream silence. Raises ServiceStopping once `drain`'s deadline passes.
 
-        The upstream is read on a helper thread (a greenlet under gevent) so that silence can be
-        noticed while a read is pending. Handing over what has piled up as one list lets the
-        caller write it at once: one socket write for many tokens from a fast upstream. That
-        thread owns the deltas generator from then on: it stops at close() and finishes it.
+        The upstream is read on a helper thread (a greenlet under gevent) so that silence, and
+        the deadline, can be noticed while a read is pending. Handing over what has piled up as
+        one list lets the caller write it at once: one socket write for many tokens from a fast
+        upstream. That thread owns the deltas generator from then on: it stops at close() and
+        finishes it.
         """
         events: queue.SimpleQueue = queue.SimpleQueue()
         self._read_elsewhere = True
@@ -101,22 +106,30 @@ class ReplyStream:
                 self._deltas.close()
 
         threading.Thread(target=read_upstream, daemon=True, name="upstream-reader").start()
-        while True:
-            try:
-                pending = [events.get(timeout=idle_seconds)]
-            except queue.Empty:
-                yield []
-                continue
-            while not events.empty() and len(pending) < MAX_BATCH:
-                pending.append(events.get())
-            batch = [item for item in pending if isinstance(item, str)]
-            if batch:
-                yield batch
-            ending = pending[-1]
-            if ending is _END:
-                return
-            if isinstance(ending, BaseException):
-                raise ending
+        with drain.watching(lambda: events.put(_WAKE)) if drain else contextlib.nullcontext():
+            while True:
+                wait, deadline_wait = idle_seconds, False
+                left = drain.seconds_left() if drain else None
+                if left is not None:
+                    if left <= 0:
+                        raise ServiceStopping()
+                    wait, deadline_wait = min(idle_seconds, left), left < idle_seconds
+                try:
+                    pending = [events.get(timeout=wait)]
+                except queue.Empty:
+                    if not deadline_wait:
+                        yield []
+                    continue
+                while not events.empty() and len(pending) < MAX_BATCH:
+                    pending.append(events.get())
+                batch = [item for item in pending if isinstance(item, str)]
+                if batch:
+                    yield batch
+                for item in pending:  # a _WAKE may follow the end
+                    if item is _END:
+                        return
+                    if isinstance(item, BaseException):
+                        raise item
 
     def close(self) -> None:
         """Stop reading: the upstream connection is closed at once, not when the reply ends."""

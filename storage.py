@@ -454,10 +454,14 @@ class Storage:
         return [json.loads(item) for item in recent or []]
 
     def unanswered(self, conversation_id: str, content: str, history: int) -> list[dict] | None:
-        """The newest `history` messages if the conversation's last message is a user message
-        with this content, which no reply followed (its turn failed); else None. One command."""
+        """The newest `history` messages if the conversation's last user message has this content
+        and no complete reply followed it (its turn failed, or its reply was interrupted, as at a
+        restart); else None. One command."""
         recent = [json.loads(item) for item in self.client.lrange(self.keys.messages(conversation_id), -history, -1)]
-        if not recent or recent[-1]["role"] != "user" or recent[-1]["content"] != content:
+        end = len(recent)
+        while end and recent[end - 1]["role"] == "assistant" and recent[end - 1].get("interrupted"):
+            end -= 1
+        if not end or recent[end - 1]["role"] != "user" or recent[end - 1]["content"] != content:
             return None
         return recent
 

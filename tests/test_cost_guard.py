@@ -118,13 +118,23 @@ def test_budget_counters_expire_on_their_own(app, redis_client):
 
 
 def test_history_is_bounded_in_characters_dropping_the_oldest_first(make_app, upstream):
-    client = make_app(MAX_HISTORY_CHARS="25").test_client()
+    client = make_app(MAX_HISTORY_CHARS="35").test_client()
     upstream.reply = "r" * 10
     for message in ("a" * 10, "b" * 10):
         turn(client, message=message)
     turn(client, message="c" * 10)
     sent = [m["content"] for m in upstream.requests[-1]["messages"][1:]]
-    assert sent == ["r" * 10, "c" * 10]  # 20 characters; adding "b" * 10 would exceed 25
+    assert sent == ["b" * 10, "r" * 10, "c" * 10]  # 30 characters; the reply before "b" would exceed 35
+
+
+def test_a_history_bound_that_cuts_between_a_question_and_its_reply_drops_the_reply(make_app, upstream):
+    client = make_app(MAX_HISTORY_CHARS="25").test_client()
+    upstream.reply = "r" * 10
+    for message in ("a" * 10, "b" * 10):
+        turn(client, message=message)
+    turn(client, message="c" * 10)
+    sent = upstream.requests[-1]["messages"][1:]
+    assert sent == [{"role": "user", "content": "c" * 10}]  # a history must start with a user message
 
 
 def test_history_bound_always_keeps_the_new_message(make_app, upstream):

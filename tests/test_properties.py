@@ -1,5 +1,5 @@
-"""Property tests (Hypothesis): the chat request validation and the key parsing hold for every
-input, not only for the examples the other tests list.
+"""Property tests (Hypothesis): the chat request validation, the key parsing and the history sent
+to the model hold for every input, not only for the examples the other tests list.
 
 Each property compares the code with the rule as CONTRACT.md states it, plus the one field this
 service adds (`retry`, true or false when present).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -149,3 +150,40 @@ def test_the_presented_widget_key_is_read_from_the_documented_headers_in_order(a
     with app.test_request_context("/v1/chat", method="POST", headers=headers) as context:
         received = {name: context.request.headers.get(name, "") for name in KEY_HEADERS}
         assert auth.presented_key(("X-Api-Key", "X-Widget-Api-Key")) == contract_presented_key(received)
+
+
+# ---- the history sent to the model ---------------------------------------------------------
+
+stored_messages = st.lists(st.fixed_dictionaries({
+    "role": st.sampled_from(["user", "assistant"]),
+    "content": st.sampled_from(["hi", "hello", "price?", "It is 5 EUR.", "and shipping?"]),
+    "interrupted": st.booleans(),
+}), max_size=14)
+
+
+@FIXTURES_OK
+@given(history=stored_messages, new_message=st.sampled_from(["hi", "price?", "anything else?"]),
+       retry=st.booleans(), window=st.integers(1, 16))
+def test_every_prompt_alternates_from_a_user_message_to_the_new_one_whatever_storage_holds(
+    make_app, upstream, history, new_message, retry, window
+):
+    """Whatever failures, interruptions, retries and window cuts left in storage, the model gets
+    the system message, then user and assistant strictly alternating, from a user message to
+    the new one (strict chat templates refuse anything else)."""
+    upstream.reset()
+    app = make_app(MAX_HISTORY_MESSAGES=str(window))
+    turns = app.extensions["storage"]
+    session_id = f"property-{uuid.uuid4().hex}"
+    conversation_id = turns.conversation_for_session(session_id)
+    for message in history:
+        turns.append_message(conversation_id, session_id, message["role"], message["content"],
+                             interrupted=message["role"] == "assistant" and message["interrupted"])
+    body = {"sessionId": session_id, "message": new_message, "retry": retry}
+    assert app.test_client().post("/v1/chat", json=body, headers={"X-Api-Key": WIDGET_KEY}).status_code == 200
+
+    sent = upstream.requests[-1]["messages"]
+    roles = [m["role"] for m in sent]
+    assert roles[0] == "system" and roles[1] == "user" and roles[-1] == "user"
+    assert roles[1:] == ["user", "assistant"] * (len(roles) // 2 - 1) + ["user"], roles
+    assert sent[-1]["content"].endswith(new_message)
+    assert all(m["content"] for m in sent)

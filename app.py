@@ -133,6 +133,12 @@ def openapi():
     return jsonify(current_app.extensions["openapi"])
 
 
+@public.get("/favicon.ico")
+def favicon():
+    """The icon browsers ask for on every page of the service (the demo page, the dashboard)."""
+    return send_from_directory(ROOT / "static", "favicon.ico", max_age=86400, mimetype="image/x-icon")
+
+
 @public.get("/widget/chat-widget.js")
 def widget_script():
     # Short cache plus ETag: embeds of this unversioned URL pick up a new widget within minutes.

@@ -1,13 +1,15 @@
-"""Development launcher: embedded defaults, generated keys, then gunicorn.
+"""Development launcher: embedded defaults, generated keys, then gunicorn (`scripts/dev.sh`), or
+the ops command line against that same development service (`scripts/ops.sh`).
 
-Keys are generated once and kept in the data folder, so every worker and every restart uses
-the same ones. Production never comes through here.
+Keys are generated once and kept in the data folder, so every worker, every restart and the ops
+command line use the same ones. Production never comes through here.
 """
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import shlex
 import sys
 from pathlib import Path
 
@@ -25,7 +27,12 @@ def load_or_create_keys(data_dir: Path) -> dict:
     return keys
 
 
-def main() -> None:
+def use_development_defaults() -> tuple[Path, list[str]]:
+    """Set the development environment (APP_ENV, CORS_ORIGIN, DATA_DIR, keys) where unset.
+
+    Returns the data folder and the names of the keys taken from it (none when the caller set
+    either key itself).
+    """
     os.environ["APP_ENV"] = "development"
     os.environ.setdefault("CORS_ORIGIN", "*")
     data_dir = Path(os.environ.setdefault("DATA_DIR", "data")).resolve()
@@ -34,6 +41,17 @@ def main() -> None:
         for name, value in load_or_create_keys(data_dir).items():
             os.environ[name] = value
             generated.append(name)
+    return data_dir, generated
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["ops"]:
+        use_development_defaults()
+        import cli  # after the environment is set: the CLI builds the app from it
+
+        cli.ocw(args=sys.argv[2:], prog_name="scripts/ops.sh")
+        return
+    data_dir, generated = use_development_defaults()
     port = os.environ.setdefault("PORT", "8000")
     base_url = f"http://localhost:{port}"
     print(f"\nOpen Chat Widget (development) at {base_url}")
@@ -43,8 +61,11 @@ def main() -> None:
         print(f"  {name}={os.environ[name]}   (kept in {data_dir}/dev-keys.json)")
     if not os.environ.get("OPENAI_API_KEY"):
         print("  No OPENAI_API_KEY: replies come from the offline demo responder.")
-    print(f"  Try: curl -N -H 'X-Widget-Api-Key: $WIDGET_API_KEY' -H 'Content-Type: application/json' "
-          f"-d '{{\"sessionId\":\"demo\",\"message\":\"Hello\"}}' {base_url}/v1/chat/stream\n", flush=True)
+    print("  Ops command line against this service: scripts/ops.sh --help")
+    widget_key = os.environ["WIDGET_API_KEY"].split(",")[0].strip()
+    body = json.dumps({"sessionId": "demo", "message": "Hello"})
+    print(f"  Try: curl -N -H {shlex.quote('X-Widget-Api-Key: ' + widget_key)} -H 'Content-Type: application/json' "
+          f"-d {shlex.quote(body)} {base_url}/v1/chat/stream\n", flush=True)
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "wsgi:app", *sys.argv[1:]])
 
 

@@ -85,10 +85,14 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, start the drain as well as gunicorn's own graceful stop.
+    """On SIGTERM, start the drain as well as gunicorn's own graceful stop, and keep no
+    connection alive past the response in flight.
 
     gunicorn's handler only stops the worker from accepting; streams in flight would run until
-    gunicorn kills the worker mid-body. The drain ends them cleanly before then.
+    gunicorn kills the worker mid-body. The drain ends them cleanly before then. A client's next
+    request (the widget's retry after a restart) must then reach a worker that stays: gunicorn
+    closes a kept-alive connection only after a request that began once the worker was stopping,
+    so a stream that began before would leave its connection to the stopping worker open.
     """
     seconds = worker.wsgi.config["SETTINGS"].shutdown_drain_seconds
     stop_accepting = worker.handle_exit
@@ -98,3 +102,12 @@ def post_worker_init(worker):
         drain.current.begin(seconds)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    handle_request = worker.handle_request
+
+    def handle_request_then_close_if_stopping(*args):
+        handled = handle_request(*args)
+        if not worker.alive:
+            raise StopIteration("the worker is stopping")  # gunicorn's way to close the connection
+        return handled
+
+    worker.handle_request = handle_request_then_close_if_stopping

@@ -21,6 +21,9 @@
   const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/; // the server's rule
   const MAX_MESSAGE_CHARS = 4000; // the server's limit
   const HISTORY_TIMEOUT_MS = 10000;
+  // A stream that ends with code "restarting" was cut by a deploy or restart of the service; the
+  // server kept the message, and its successor answers within seconds.
+  const RESTART_RETRY_MS = 3000;
   const DEFAULTS = {
     title: "Assistant",
     welcomeMessage: "Hi! Ask me anything and I will help you out.",
@@ -156,6 +159,7 @@
 
   /** A thrown failure whose message is meant for the visitor. */
   class Failure extends Error {}
+  class Restarting extends Failure {}
 
   // localStorage throws where storage is disabled; the widget then works without memory.
   const storage = {
@@ -394,8 +398,11 @@
       this.send(text, false);
     }
 
-    /** Send one message and stream the reply into a new bubble; a retry does not redraw the message. */
-    async send(text, isRetry) {
+    /**
+     * Send one message and stream the reply into a new bubble; a retry does not redraw the message.
+     * A reply cut by a restart of the service is asked for again once, by itself, after a pause.
+     */
+    async send(text, isRetry, isAutomatic = false) {
       this.streaming = new AbortController();
       this.setStreaming(true);
       await this.loadHistory();
@@ -423,7 +430,7 @@
             finished = true;
             this.setText(bubble, reply);
           } else if (event.type === "error") {
-            throw new Failure(TEXT.unavailable);
+            throw new (event.code === "restarting" ? Restarting : Failure)(TEXT.unavailable);
           } // "start", "ping" and types added later need nothing
         }
         if (!finished) throw new Failure(TEXT.cutOff);
@@ -431,6 +438,11 @@
         failure = error;
       }
 
+      if (failure instanceof Restarting && !isAutomatic) {
+        bubble.remove(); // the retry streams the whole reply again
+        if (await this.pause(RESTART_RETRY_MS)) return this.send(text, true, true);
+        failure = null; // the visitor pressed Stop while waiting
+      }
       bubble.querySelector(".typing")?.remove();
       if (!reply) bubble.remove();
       else if (failure) bubble.append(el("span", { class: "note", text: TEXT.interrupted }));
@@ -441,6 +453,15 @@
       }
       this.streaming = null;
       this.setStreaming(false);
+    }
+
+    /** Wait ms; false if the visitor pressed Stop meanwhile. */
+    pause(ms) {
+      const signal = this.streaming.signal;
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(true), ms);
+        signal.addEventListener("abort", () => { clearTimeout(timer); resolve(false); }, { once: true });
+      });
     }
 
     /** Swap Send and Stop; keep keyboard focus on whichever of them replaces the other. */

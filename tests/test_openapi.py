@@ -15,7 +15,7 @@ DOCUMENT_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 WIDGET_SCHEMES = {"widgetKey", "widgetKeyAlt", "widgetBearer"}
 ADMIN_SCHEMES = {"adminKey", "adminBearer"}
-PUBLIC_PATHS = {"/", "/health", "/ready", "/v1/openapi.json", "/widget/chat-widget.js"}
+PUBLIC_PATHS = {"/", "/health", "/ready", "/v1/openapi.json", "/favicon.ico", "/widget/chat-widget.js"}
 CHAT_PATHS = {"/v1/chat", "/v1/chat/stream", "/chat", "/v1/chat/history"}
 ADMIN_PATHS = {
     "/v1/admin/conversations", "/v1/admin/conversations/{conversationId}", "/v1/admin/export",

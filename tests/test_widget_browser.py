@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -356,6 +357,30 @@ def test_retry_resends_the_message_without_drawing_or_storing_it_twice(page, api
     expect(widget.input).to_be_focused()
     # The server kept the message once, so the model was not asked it twice.
     assert [m["content"] for m in upstream.requests[-1]["messages"] if m["role"] == "user"] == ["Are you there?"]
+
+
+def test_a_reply_cut_by_a_restart_is_asked_for_again_by_itself_and_shown_once(page, start_api, host_site, upstream):
+    server = start_api(SHUTDOWN_DRAIN_SECONDS="1")
+    upstream.echo = True
+    upstream.token_delay = 0.3
+    question = "Tell me " + " ".join(f"w{i}" for i in range(30))
+    widget = visit(page, host_site.page("/restart", embed_tag(server.url)))
+    widget.open()
+    widget.send(question)
+    expect(widget.replies.nth(1)).to_contain_text("echo: Tell")
+    for worker in server.worker_pids():  # every worker restarts, as at a deploy; the master starts new ones
+        os.kill(worker, signal.SIGTERM)
+    assert wait_until(lambda: upstream.hangups, timeout=10), "the drain did not end the stream"
+    upstream.token_delay = 0  # the widget asks again 3 s later
+    widget.wait_until_idle()
+
+    expect(widget.replies.last).to_have_text(f"echo: {question}")
+    expect(widget.replies).to_have_count(2)  # the welcome and one reply: the cut one was replaced
+    expect(widget.questions).to_have_text([question])
+    expect(page.locator(".notice")).to_have_count(0)
+    stored = history(server, widget.session_id())
+    assert [(m["role"], bool(m.get("interrupted"))) for m in stored] == [
+        ("user", False), ("assistant", True), ("assistant", False)]
 
 
 # ---- safety of the host page and of the widget ---------------------------------------------

@@ -3,17 +3,20 @@ certificate (as Heroku Redis serves it)."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import socket
 import ssl
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 import redis
 import requests
 
 import storage
-from tests.conftest import ROOT, Gunicorn
+from tests.conftest import ROOT, RUNTIME_PYTHON, Gunicorn
 
 APP_JSON = json.loads((ROOT / "app.json").read_text())
 # tests/tls/self-signed.pem: a throwaway key and self-signed certificate (CN redis.test.invalid,
@@ -153,3 +156,43 @@ def test_rediss_with_a_self_signed_certificate_is_refused_by_default(make_app, t
     client = make_app(REDIS_URL=tls_redis.url).test_client()
     ready = client.get("/ready")
     assert ready.status_code == 503 and ready.get_json() == {"status": "unavailable"}
+
+
+# ---- what a deploy installs -----------------------------------------------------------------
+
+def normalized(name: str) -> str:
+    """A distribution name as PyPI compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pinned(requirements: Path) -> dict[str, str]:
+    """name -> version of every `name[extras]==version` line of a pip-compile output."""
+    found = {}
+    for line in requirements.read_text().splitlines():
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", line.strip())
+        if match:
+            found[normalized(match.group(1))] = match.group(2)
+    return found
+
+
+def test_requirements_txt_pins_everything_a_deploy_installs_and_nothing_is_missing():
+    frozen = subprocess.run([RUNTIME_PYTHON, "-m", "pip", "freeze", "--all"], capture_output=True, text=True,
+                            check=True).stdout
+    installed = {normalized(name): version
+                 for name, version in (line.split("==") for line in frozen.splitlines() if "==" in line)}
+    installed.pop("pip")  # the virtualenv's own installer
+    assert installed == pinned(ROOT / "requirements.txt")
+    broken = subprocess.run([RUNTIME_PYTHON, "-m", "pip", "check"], capture_output=True, text=True)
+    assert broken.returncode == 0, broken.stdout  # every package's own requirements are there
+    assert "gunicorn[gevent]==" in (ROOT / "requirements.txt").read_text()  # the extra the gevent worker needs
+
+
+def test_the_dev_set_uses_the_runtime_pins():
+    runtime, dev = pinned(ROOT / "requirements.txt"), pinned(ROOT / "requirements-dev.txt")
+    assert {name: dev.get(name) for name in runtime} == runtime
+
+
+def test_the_heroku_button_deploys_the_repository_it_is_clicked_from():
+    readme = (ROOT / "README.md").read_text()
+    assert "(https://heroku.com/deploy)" in readme  # no template=: Heroku uses the page the click came from
+    assert "OWNER/REPOSITORY" not in readme

@@ -57,7 +57,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     redis_url = settings.redis_url or embedded_redis.ensure_running(settings.data_dir)
     client = storage.connect(redis_url, tls_verify=settings.redis_tls_verify)
     app.extensions["storage"] = storage.Storage(client, settings.redis_prefix, retention_ms=settings.retention_ms)
-    app.extensions["model"] = make_model(settings)
+    app.extensions["model"] = make_model(settings, app.logger)
     app.extensions["widget_keys"] = auth.KeyRing(settings.widget_keys)
     app.extensions["admin_keys"] = auth.KeyRing(settings.admin_keys)
     app.extensions["openapi"] = json.loads((ROOT / "openapi.json").read_text())
@@ -75,7 +75,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     return app
 
 
-def make_model(settings: Settings):
+def make_model(settings: Settings, logger):
     if settings.demo_mode:
         return DemoResponder()
     return OpenAIClient(
@@ -85,6 +85,7 @@ def make_model(settings: Settings):
         settings.llm_timeout_seconds,
         settings.max_output_tokens,
         settings.stream_usage,
+        logger,
     )
 
 
@@ -225,12 +226,30 @@ def chat_reply():
     try:
         completion = current_app.extensions["model"].complete(prompt)
     except UpstreamError as exc:
+        log_upstream_failure(current_app.logger, exc)
         storage.current().count("upstreamErrors")
-        return json_error(exc.status_code, str(exc))
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return json_error(exc.status_code, str(exc), headers=headers)
     reply = final_text(completion.text)
     tokens = completion.output_tokens if completion.output_tokens is not None else estimate_tokens(completion.text)
-    storage.current().append_message(conversation_id, turn.session_id, "assistant", reply, output_tokens=tokens)
+    stopped_early = early_finish(completion.finish_reason)
+    storage.current().append_message(conversation_id, turn.session_id, "assistant", reply, output_tokens=tokens,
+                                     finish_reason=stopped_early)
+    if stopped_early:
+        return jsonify(conversationId=conversation_id, message=reply, finishReason=stopped_early)
     return jsonify(conversationId=conversation_id, message=reply)
+
+
+def early_finish(finish_reason: str | None) -> str | None:
+    """The model's finish reason when it stopped before its answer was done ("length",
+    "content_filter"...): reported to the client and stored. None for "stop" or no reason."""
+    return finish_reason if finish_reason and finish_reason != "stop" else None
+
+
+def log_upstream_failure(logger, exc: UpstreamError) -> None:
+    """The operator's line for a failed model call: the cause, with the upstream's status and
+    message (llm.UpstreamError.detail: trimmed, on one line, never a key)."""
+    logger.warning("Model call failed: %s", exc.detail)
 
 
 @chat.post("/v1/chat/stream")
@@ -271,6 +290,7 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
     yield ndjson(type="start", conversationId=conversation_id)
     parts: list[str] = []
     stored = False
+    reply = None
     try:
         with model.stream(prompt) as reply:
             for batch in reply.batches(heartbeat_seconds, shutdown):
@@ -282,10 +302,16 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
                 yield b"".join(ndjson(type="token", token=delta) for delta in batch)
         text = final_text("".join(parts))
         tokens = reply.output_tokens if reply.output_tokens is not None else estimate_tokens("".join(parts))
-        turns.append_message(conversation_id, session_id, "assistant", text, output_tokens=tokens)
+        stopped_early = early_finish(reply.facts.finish_reason)
+        turns.append_message(conversation_id, session_id, "assistant", text, output_tokens=tokens,
+                             finish_reason=stopped_early)
         stored = True
-        yield ndjson(type="done", message=text, conversationId=conversation_id)
+        if stopped_early:
+            yield ndjson(type="done", message=text, conversationId=conversation_id, finishReason=stopped_early)
+        else:
+            yield ndjson(type="done", message=text, conversationId=conversation_id)
     except UpstreamError as exc:
+        log_upstream_failure(logger, exc)
         turns.count("upstreamErrors")
         yield ndjson(type="error", error=str(exc))
     except drain.ServiceStopping:
@@ -298,6 +324,8 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
         logger.exception("Stream failed")
         yield ndjson(type="error", error="Internal server error")
     finally:
+        if reply is not None and reply.facts.skipped_lines:
+            logger.warning("Skipped %d model stream lines that were not JSON", reply.facts.skipped_lines)
         partial = "".join(parts).strip()
         if not stored and partial:
             try:

@@ -20,7 +20,7 @@ import chat_request
 import ops
 import storage
 from config import ConfigError, Settings
-from llm import UpstreamError
+from llm import UpstreamError, UpstreamStatusError
 
 
 def the_app() -> Flask:
@@ -229,14 +229,28 @@ def check_redis(app: Flask, settings: Settings) -> tuple[bool, str, str]:
 
 
 def check_model(app: Flask, settings: Settings) -> tuple[bool, str, str]:
+    """The model answers: the upstream lists OPENAI_MODEL (no tokens spent), or, where it does
+    not (some servers list only some models, some have no list), a one-token completion works.
+    A failure names the upstream's own reason."""
     if settings.demo_mode:
         return True, "model", "no OPENAI_API_KEY in development: replies come from the offline demo responder"
+    model = app.extensions["model"]
     try:
-        models = app.extensions["model"].list_models()
+        listed = settings.openai_model in model.list_models()
+    except UpstreamStatusError as exc:
+        if exc.upstream_status not in (404, 405, 501):
+            return False, "model", f"GET {settings.openai_base_url}/models failed: {exc.detail}"
+        listed = False  # no model list here: the completion below decides
     except UpstreamError as exc:
-        return False, "model", f"GET {settings.openai_base_url}/models failed: {exc}"
-    listed = "listed" if settings.openai_model in models else "not listed (some servers list only some models)"
-    return True, "model", f"{settings.openai_base_url} answers with the key; {settings.openai_model} {listed}"
+        return False, "model", f"GET {settings.openai_base_url}/models failed: {exc.detail}"
+    if listed:
+        return True, "model", f"{settings.openai_base_url} answers with the key; {settings.openai_model} listed"
+    try:
+        model.complete([{"role": "user", "content": "Reply with OK."}], max_tokens=1)
+    except UpstreamError as exc:
+        return False, "model", f"a one-token completion with {settings.openai_model} failed: {exc.detail}"
+    return True, "model", (f"{settings.openai_base_url} answers with the key; {settings.openai_model} is not "
+                           "listed but answered a one-token completion")
 
 
 def redacted(url: str) -> str:

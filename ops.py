@@ -28,6 +28,7 @@ METRICS = {
     "rateLimited": ("ocw_rate_limited_requests", "Chat requests answered 429"),
     "refusedOrigins": ("ocw_refused_origin_requests", "Requests answered 403 for their Origin"),
     "upstreamErrors": ("ocw_upstream_errors", "Replies that failed at the model upstream"),
+    "incompleteReplies": ("ocw_incomplete_replies", "Replies the model stopped early (finish reason length, content_filter...)"),
 }
 
 routes = Blueprint("ops", __name__)

@@ -47,8 +47,10 @@ HOUR_FORMAT = "%Y-%m-%dT%H"
 # Hourly counts are read for the last 25 hours (see stats); 26 h of life covers that.
 HOURLY_COUNT_LIFETIME_MS = 26 * HOUR_MS
 # What the service counts per hour: chat-route requests, model output tokens of replies, 401s,
-# 429s, 403s for a foreign Origin, and replies that failed upstream.
-COUNTERS = ("chatRequests", "outputTokens", "unauthorized", "rateLimited", "refusedOrigins", "upstreamErrors")
+# 429s, 403s for a foreign Origin, replies that failed upstream, and replies the model stopped
+# early (a finish reason other than "stop": "length", "content_filter"...).
+COUNTERS = ("chatRequests", "outputTokens", "unauthorized", "rateLimited", "refusedOrigins", "upstreamErrors",
+            "incompleteReplies")
 BATCH = 100  # conversations per round trip when sweeping, purging or exporting
 # An index entry without its hash is removed only once it is this old: a cluster pipeline may
 # write the index entry of a new conversation a moment before the conversation itself.
@@ -403,12 +405,15 @@ class Storage:
         history: int = 0,
         interrupted: bool = False,
         output_tokens: int = 0,
+        finish_reason: str | None = None,
         pipeline=None,
     ) -> list[dict]:
         """Store a message and return the newest `history` messages (one round trip).
 
         A user message creates the conversation if needed; an assistant message is dropped if
-        the conversation was deleted while the reply was being generated. output_tokens are
+        the conversation was deleted while the reply was being generated. A reply the model
+        stopped early carries its finish_reason ("length"...) as `finishReason` and is counted
+        (incompleteReplies). output_tokens are
         added to the day's spending and this hour's count in the same round trip, and the
         conversation is set to expire after the retention (admission does the same for the
         session mapping). Given a pipeline, the commands are only queued on it (bulk writes:
@@ -418,6 +423,8 @@ class Storage:
         message = {"_id": new_id(), "role": role, "content": content}  # the script adds createdAt
         if interrupted:
             message["interrupted"] = True
+        if finish_reason:
+            message["finishReason"] = finish_reason
         creates = role == "user"
         pipe = self.client.pipeline(transaction=False) if pipeline is None else pipeline
         self._run(
@@ -442,12 +449,17 @@ class Storage:
             pipe, COUNT_MESSAGE_SCRIPT, [self.keys.message_counts(), self.keys.message_total()],
             [conversation_id, "1" if creates else "0"],
         )
+        counters = []
         if output_tokens:
             day, until_tomorrow_ms = self.utc_day()
-            self._add_expiring(pipe, [
+            counters += [
                 (self.keys.daily_tokens(day), output_tokens, until_tomorrow_ms + DAY_MS),
                 (self.keys.hourly_count("outputTokens", self.utc_hour()), output_tokens, HOURLY_COUNT_LIFETIME_MS),
-            ])
+            ]
+        if finish_reason:
+            counters.append((self.keys.hourly_count("incompleteReplies", self.utc_hour()), 1, HOURLY_COUNT_LIFETIME_MS))
+        if counters:
+            self._add_expiring(pipe, counters)
         if pipeline is not None:
             return []
         recent = pipe.execute()[0]

@@ -17,6 +17,13 @@ Non-streamed requests get a JSON completion; streamed ones get SSE `data:` lines
                  a final chunk of streams that ask for it with stream_options.include_usage
   gzip           if True, replies are gzip-compressed (Content-Encoding: gzip); a stream is
                  then sent whole, as one compressed body
+  stream_bytes   a list of byte strings: a streamed request is answered 200 with exactly these
+                 bytes as its body, each written and flushed on its own (token_delay apart), then
+                 the connection is closed (the body is framed by the close)
+  finish_reason  the finish_reason of non-streamed replies
+  strict_models  if True, a completion for a model not in `models` is answered 404, as OpenAI does
+  error_body     bytes of the body the "status" fault answers with (default an OpenAI error)
+  retry_after    a Retry-After header for the "status" fault
 
 It records every request body in `requests`, and in `hangups` a (time, last prompt message)
 pair for each stream whose client closed the connection while it was still streaming.
@@ -74,6 +81,11 @@ class FakeUpstream:
         self.cut_after = 2
         self.report_usage = True
         self.gzip = False
+        self.stream_bytes: list[bytes] | None = None
+        self.finish_reason = "stop"
+        self.strict_models = False
+        self.error_body: bytes | None = None
+        self.retry_after: str | None = None
         self.requests: list[dict] = []
         self.models = ["gpt-4.1-mini", "fake-model"]
         self.model_listings: list[str | None] = []
@@ -111,7 +123,7 @@ class FakeUpstream:
                     return self._json(404, {"error": {"message": "not found"}})
                 upstream.model_listings.append(self.headers.get("Authorization"))
                 if upstream.fault == "status":
-                    return self._json(upstream.status, {"error": {"message": "fault"}})
+                    return self._error_status()
                 return self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in upstream.models]})
 
             def do_POST(self):
@@ -124,14 +136,19 @@ class FakeUpstream:
                     upstream.release.wait(60)
                     return self._close()
                 if upstream.fault == "status":
-                    return self._json(upstream.status, {"error": {"message": "fault"}})
+                    return self._error_status()
+                if upstream.strict_models and body.get("model") not in upstream.models:
+                    return self._json(404, {"error": {"message": f"The model `{body.get('model')}` does not exist",
+                                                      "code": "model_not_found"}})
+                if body.get("stream") and upstream.stream_bytes is not None:
+                    return self._exact_stream()
                 if body.get("stream"):
                     return self._stream(body)
                 reply = {
                     "id": "chatcmpl-test",
                     "object": "chat.completion",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": upstream.answer(body)},
-                                 "finish_reason": "stop"}],
+                                 "finish_reason": upstream.finish_reason}],
                 }
                 if upstream.report_usage:
                     reply["usage"] = upstream.usage(body)
@@ -157,6 +174,32 @@ class FakeUpstream:
                         self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     self._close()  # the client gave up waiting
+
+            def _error_status(self):
+                data = upstream.error_body or json.dumps({"error": {"message": "fault", "type": "test"}}).encode()
+                self.send_response(upstream.status)
+                self.send_header("Content-Type", "application/json")
+                if upstream.retry_after is not None:
+                    self.send_header("Retry-After", upstream.retry_after)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _exact_stream(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    for piece in upstream.stream_bytes:
+                        if upstream.token_delay and self._client_gone(upstream.token_delay):
+                            return
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                    upstream.finished_streams += 1
+                except (BrokenPipeError, ConnectionResetError):
+                    self._hung_up()
 
             def _close(self):
                 self.close_connection = True

@@ -168,12 +168,32 @@ def test_check_fails_when_redis_does_not_answer(make_app):
     assert "hunter2" not in result.output
 
 
-@pytest.mark.parametrize("fault, status", [("status", 401), ("status", 500)])
-def test_check_fails_when_the_model_upstream_refuses(ocw, upstream, fault, status):
-    upstream.fault, upstream.status = fault, status
+@pytest.mark.parametrize("status, cause", [(401, "refused this service's key"), (500, "the model server failed")])
+def test_check_fails_with_the_upstreams_reason_when_the_model_upstream_refuses(ocw, upstream, status, cause):
+    upstream.fault, upstream.status = "status", status
     result = ocw("check")
     assert result.exit_code == 1
-    assert f"FAIL  model: GET {upstream.url}/models failed: The model answered with HTTP {status}" in result.output
+    assert f"FAIL  model: GET {upstream.url}/models failed: " in result.output
+    assert cause in result.output and f"(HTTP {status}: fault)" in result.output
+
+
+def test_check_fails_when_the_upstream_does_not_know_the_model(make_app, upstream):
+    upstream.strict_models = True
+    app = make_app(OPENAI_MODEL="gpt-nonexistent")
+    result = app.test_cli_runner().invoke(args=["ocw", "check"])
+    assert result.exit_code == 1, result.output
+    assert "FAIL  model: a one-token completion with gpt-nonexistent failed: the model server does not know " \
+           "OPENAI_MODEL='gpt-nonexistent' (HTTP 404: The model `gpt-nonexistent` does not exist)" in result.output
+    chat = app.test_client().post("/v1/chat", json={"sessionId": "s", "message": "hi"}, headers=chat_headers())
+    assert chat.status_code == 502  # what every chat would answer: check tells the truth
+
+
+def test_check_passes_for_a_model_the_upstream_answers_but_does_not_list(make_app, upstream):
+    upstream.models = ["something-else"]
+    result = make_app(OPENAI_MODEL="unlisted-but-served").test_cli_runner().invoke(args=["ocw", "check"])
+    assert result.exit_code == 0, result.output
+    assert "answered a one-token completion" in result.output
+    assert upstream.requests[-1]["max_tokens"] == 1
 
 
 def test_check_fails_when_the_model_upstream_is_unreachable(make_app):

@@ -170,10 +170,11 @@ def test_frozen_redis_answers_json_503_within_the_socket_timeout_and_thaws_witho
 # (name, fake upstream settings, what /v1/chat answers, what the stream's last line is)
 UPSTREAM_FAULTS = [
     ("HTTP 500", {"fault": "status", "status": 500}, 502, "error"),
-    ("HTTP 429", {"fault": "status", "status": 429}, 502, "error"),
+    ("HTTP 429", {"fault": "status", "status": 429}, 503, "error"),
     ("hang before answering", {"fault": "hang"}, 504, "error"),
     ("connection cut mid-reply", {"fault": "cut"}, 502, "error"),
-    ("malformed lines", {"fault": "malformed"}, 502, "error"),
+    # A whole body that is not JSON is unreadable; a stream line that is not JSON is skipped.
+    ("malformed lines", {"fault": "malformed"}, 502, "done"),
     ("stream without [DONE]", {"fault": "no_done"}, 200, "error"),
     ("slow drip within the timeout", {"token_delay": 0.3}, 200, "done"),
     ("drip slower than the timeout", {"token_delay": 1.2}, 504, "error"),

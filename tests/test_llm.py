@@ -30,10 +30,10 @@ def test_stream_yields_each_delta_untrimmed(model, upstream):
 
 def test_complete_returns_the_message_content_and_reported_tokens(model, upstream):
     upstream.reply = "whole answer"
-    assert model.complete(PROMPT) == Completion("whole answer", 2)
+    assert model.complete(PROMPT) == Completion("whole answer", 2, "stop")
     assert upstream.requests[-1]["stream"] is False
     upstream.report_usage = False
-    assert model.complete(PROMPT) == Completion("whole answer", None)
+    assert model.complete(PROMPT) == Completion("whole answer", None, "stop")
 
 
 def test_gzip_compressed_replies_are_decoded(model, upstream):
@@ -60,23 +60,28 @@ def test_stream_usage_request_can_be_switched_off(upstream):
     assert reply.output_tokens is None
 
 
-@pytest.mark.parametrize("fault, error", [
-    ("cut", UpstreamProtocolError),
-    ("no_done", UpstreamProtocolError),
-    ("malformed", UpstreamProtocolError),
-])
-def test_broken_streams_raise_protocol_errors(model, upstream, fault, error):
+@pytest.mark.parametrize("fault", ["cut", "no_done"])
+def test_streams_that_end_before_the_reply_is_complete_raise_protocol_errors(model, upstream, fault):
     upstream.fault = fault
     upstream.reply = "one two three"
-    with pytest.raises(error), model.stream(PROMPT) as reply:
+    with pytest.raises(UpstreamProtocolError), model.stream(PROMPT) as reply:
         list(reply)
+
+
+def test_a_data_line_that_is_not_json_is_skipped_and_counted_and_the_reply_goes_on(model, upstream):
+    upstream.fault = "malformed"
+    upstream.reply = "one two three"
+    with model.stream(PROMPT) as reply:
+        assert "".join(reply) == "one two three"
+    assert reply.facts.skipped_lines == 1
 
 
 @pytest.mark.parametrize("status", [400, 429, 500, 503])
 def test_non_200_status_raises_before_streaming(model, upstream, status):
     upstream.fault, upstream.status = "status", status
-    with pytest.raises(UpstreamStatusError, match=str(status)):
+    with pytest.raises(UpstreamStatusError) as raised:
         model.stream(PROMPT)
+    assert f"HTTP {status}: fault" in raised.value.detail
     with pytest.raises(UpstreamStatusError):
         model.complete(PROMPT)
 

@@ -29,7 +29,8 @@ def test_stats_count_requests_tokens_and_every_kind_of_refusal_or_failure(make_a
     client = make_app(RATE_LIMIT_MAX_REQUESTS="7").test_client()
     body = {"sessionId": "counted", "message": "hi"}
     upstream.reply = "one two three"  # the fake upstream reports 3 output tokens
-    for _ in range(3):
+    for finish_reason in ("stop", "stop", "length"):  # the last reply is cut by max_tokens
+        upstream.finish_reason = finish_reason
         assert client.post("/v1/chat", json=body, headers=chat_headers()).status_code == 200
     assert client.post("/v1/chat", json=body, headers=chat_headers(key="not-the-widget-key-at-all")).status_code == 401
     upstream.fault = "status"
@@ -43,7 +44,7 @@ def test_stats_count_requests_tokens_and_every_kind_of_refusal_or_failure(make_a
     assert client.get(STATS, headers={"X-Admin-Api-Key": "not-the-admin-key-either"}).status_code == 401
 
     expected = {"chatRequests": 8, "outputTokens": 12, "unauthorized": 2, "rateLimited": 1,
-                "refusedOrigins": 1, "upstreamErrors": 2}
+                "refusedOrigins": 1, "upstreamErrors": 2, "incompleteReplies": 1}
     body = stats(client)
     assert body == {"conversations": 1, "messages": 10, "lastHour": expected, "lastDay": expected}
 

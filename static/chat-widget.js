@@ -39,6 +39,8 @@
     cutOff: "The reply was cut off before it finished.",
     rejected: "This message could not be sent.",
     interrupted: "Reply interrupted",
+    // The model stopped before its answer was done (finishReason "length", "content_filter"...).
+    cutShort: "This answer was cut short.",
   };
   const ICONS = {
     chat: "M4 4h16a1 1 0 0 1 1 1v11a1 1 0 0 1-1 1H10l-5 4v-4H4a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1z",
@@ -382,7 +384,10 @@
         const { messages } = await response.json();
         for (const message of Array.isArray(messages) ? messages : []) {
           if ((message.role === "user" || message.role === "assistant") && typeof message.content === "string") {
-            this.addMessage(message.role, message.content, { interrupted: message.interrupted === true });
+            this.addMessage(message.role, message.content, {
+              interrupted: message.interrupted === true,
+              cutShort: typeof message.finishReason === "string",
+            });
           }
         }
       } catch (error) {
@@ -429,6 +434,7 @@
             reply = event.message;
             finished = true;
             this.setText(bubble, reply);
+            if (typeof event.finishReason === "string") bubble.append(el("span", { class: "note", text: TEXT.cutShort }));
           } else if (event.type === "error") {
             throw new (event.code === "restarting" ? Restarting : Failure)(TEXT.unavailable);
           } // "start", "ping" and types added later need nothing
@@ -483,7 +489,7 @@
       return this.sessionId;
     }
 
-    addMessage(role, text, { interrupted = false, pending = false } = {}) {
+    addMessage(role, text, { interrupted = false, cutShort = false, pending = false } = {}) {
       const speaker = role === "user" ? "You" : this.config.title;
       const bubble = el(
         "div", { class: `message ${role}` },
@@ -492,6 +498,7 @@
       );
       if (pending) bubble.append(el("span", { class: "typing", "aria-hidden": "true" }, el("span"), el("span"), el("span")));
       if (interrupted) bubble.append(el("span", { class: "note", text: TEXT.interrupted }));
+      if (cutShort) bubble.append(el("span", { class: "note", text: TEXT.cutShort }));
       this.log.append(bubble);
       this.scrollToEnd();
       return bubble;

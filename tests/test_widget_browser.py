@@ -383,6 +383,21 @@ def test_a_reply_cut_by_a_restart_is_asked_for_again_by_itself_and_shown_once(pa
         ("user", False), ("assistant", True), ("assistant", False)]
 
 
+def test_an_answer_cut_by_max_tokens_tells_the_visitor_it_was_cut_short(page, api, host_site, upstream):
+    upstream.stream_bytes = [b'data: {"choices": [{"delta": {"content": "The steps are: one, two"}}]}\n\n',
+                             b'data: {"choices": [{"delta": {}, "finish_reason": "length"}]}\n\n', b"data: [DONE]\n\n"]
+    widget = visit(page, host_site.page("/cut-short", embed_tag(api.url)))
+    widget.open()
+    widget.send("How do I reset it?")
+    widget.wait_until_idle()
+    expect(widget.replies.last).to_have_text("The steps are: one, two")
+    expect(page.locator(".message.assistant .note")).to_have_text(["This answer was cut short."])
+
+    page.reload()  # redrawn from the history, the same
+    expect(widget.replies.nth(1)).to_have_text("The steps are: one, two")
+    expect(page.locator(".message.assistant .note")).to_have_text(["This answer was cut short."])
+
+
 # ---- safety of the host page and of the widget ---------------------------------------------
 
 def test_markup_in_messages_is_shown_as_text_and_runs_nothing(page, api, host_site, upstream):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
+from urllib.parse import urlsplit
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a concise and helpful AI assistant embedded in a support chat widget."
@@ -12,6 +14,8 @@ DEFAULT_SYSTEM_PROMPT = (
 MIN_KEY_LENGTH = 24
 MIN_SECRET_KEY_LENGTH = 32
 DAY_MS = 24 * 3600 * 1000
+# What an HTTP header value or a URL can carry as it is (RFC 9110 field-vchar, RFC 3986).
+VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 
 class ConfigError(Exception):
@@ -76,6 +80,22 @@ class Settings:
     def demo_mode(self) -> bool:
         """Development without a model key answers with the offline demo responder."""
         return not self.production and not self.openai_api_key
+
+
+def valid_url(url: str) -> bool:
+    """True for a URL of visible ASCII whose port, if any, is a number from 0 to 65535."""
+    if not VISIBLE_ASCII.fullmatch(url):
+        return False
+    try:
+        urlsplit(url).port
+    except ValueError:
+        return False
+    return True
+
+
+def http_url(url: str) -> bool:
+    """True for a valid http:// or https:// URL with a host."""
+    return valid_url(url) and urlsplit(url).scheme in ("http", "https") and bool(urlsplit(url).hostname)
 
 
 def split_list(raw: str | None) -> tuple[str, ...]:
@@ -143,10 +163,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     openai_api_key = read.text("OPENAI_API_KEY")
     if production and not openai_api_key:
         read.problems.append("OPENAI_API_KEY is required in production")
+    if openai_api_key and not VISIBLE_ASCII.fullmatch(openai_api_key):
+        # It goes into an HTTP header, which carries visible ASCII only; name the rule, never the value.
+        read.problems.append("OPENAI_API_KEY must be visible ASCII characters only (no spaces, dashes such as "
+                             "'–' or quotes pasted from a document)")
+    openai_base_url = read.text("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
+    if not http_url(openai_base_url):
+        read.problems.append("OPENAI_BASE_URL must be an http:// or https:// URL with a host, in ASCII "
+                             "(an international host name in its xn-- form)")
 
     redis_url = read.text("REDIS_URL")
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
         read.problems.append("REDIS_URL must start with redis://, rediss://, unix:// or redis+cluster://")
+    elif redis_url and not valid_url(redis_url):
+        read.problems.append("REDIS_URL must be a URL in ASCII with a valid port (percent-encode other characters)")
     prefix = read.text("REDIS_PREFIX", "ocw")
     if any(ch in prefix for ch in "{} "):
         read.problems.append("REDIS_PREFIX must not contain braces or spaces")
@@ -181,7 +211,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         redis_tls_verify=read.flag("REDIS_TLS_VERIFY", True),
         redis_prefix=prefix,
         openai_api_key=openai_api_key,
-        openai_base_url=read.text("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/"),
+        openai_base_url=openai_base_url,
         openai_model=read.text("OPENAI_MODEL", "gpt-4.1-mini"),
         system_prompt=read.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
         max_history_messages=read.number("MAX_HISTORY_MESSAGES", 30, minimum=1, maximum=1000),

@@ -217,3 +217,11 @@ def test_flask_cli_runs_the_commands_with_the_deployment_environment(base_env, a
                             cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **base_env})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("through-flask")
+
+
+def test_check_reports_an_openai_key_with_a_pasted_dash_as_a_bad_configuration_not_a_traceback(base_env):
+    env = {**base_env, "OPENAI_API_KEY": "sk-proj\u2013pasted-from-a-document"}
+    result = run_script("check", env=env)
+    assert result.returncode == 1
+    assert "FAIL  configuration: Invalid configuration:" in result.stdout and "OPENAI_API_KEY" in result.stdout
+    assert "Traceback" not in result.stderr and "pasted-from-a-document" not in result.stdout + result.stderr

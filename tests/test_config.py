@@ -142,3 +142,39 @@ def test_secret_key_is_not_needed_in_production_without_an_admin_key():
 def test_development_may_leave_secret_key_unset_for_the_dashboard_to_generate():
     settings = load_settings({"APP_ENV": "development", "WIDGET_API_KEY": WIDGET_KEY, "ADMIN_API_KEY": ADMIN_KEY})
     assert settings.secret_key is None
+
+
+# ---- values we send in a header or a URL ----------------------------------------------------
+
+@pytest.mark.parametrize("value", [
+    "sk-proj\u2013abc123",  # an en dash pasted from a document
+    "sk-abc\u00a0123",  # a non-breaking space
+    "sk-abc 123",
+    "\u201csk-abc123\u201d",  # curly quotes
+])
+def test_an_openai_api_key_that_no_http_header_can_carry_is_refused_by_name_not_value(value):
+    message = problems({**GOOD, "OPENAI_API_KEY": value})
+    assert "OPENAI_API_KEY must be visible ASCII characters only" in message
+    assert value not in message and value.strip("\u201c\u201d") not in message
+
+
+@pytest.mark.parametrize("url", [
+    "ftp://models.example/v1", "https://", "models.example/v1", "https://b\u00fccher.example/v1",
+    "https://models.example:99999/v1", "https://models.example/v 1",
+])
+def test_an_openai_base_url_that_can_never_be_requested_is_refused(url):
+    assert "OPENAI_BASE_URL must be an http:// or https:// URL with a host" in problems({**GOOD, "OPENAI_BASE_URL": url})
+
+
+@pytest.mark.parametrize("url", ["redis://cache.example:port/0", "redis://:p\u00e4ss@cache.example:6379/0"])
+def test_a_redis_url_that_can_never_connect_is_refused_without_its_password(url):
+    message = problems({**GOOD, "REDIS_URL": url})
+    assert "REDIS_URL must be a URL in ASCII with a valid port" in message and "p\u00e4ss" not in message
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1"), ("OPENAI_BASE_URL", "https://xn--bcher-kva.example/v1"),
+    ("REDIS_URL", "rediss://:pa%C3%A4ss@cache.example:6380/0"), ("OPENAI_API_KEY", "sk-proj-AbC_123.456~x"),
+])
+def test_working_urls_and_keys_are_accepted(variable, value):
+    assert load_settings({**GOOD, variable: value})

@@ -5,6 +5,8 @@ import json
 import os
 import re
 import secrets
+import select
+import socket
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -268,6 +270,7 @@ def chat_stream():
         prompt,
         current_app.config["SETTINGS"].heartbeat_seconds,
         drain.current,
+        request.environ.get("gunicorn.socket"),
     )
     return Response(lines, headers=STREAM_HEADERS)
 
@@ -277,12 +280,14 @@ def ndjson(**event) -> bytes:
 
 
 def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heartbeat_seconds,
-                shutdown: drain.Drain) -> Iterator[bytes]:
+                shutdown: drain.Drain, client: socket.socket | None = None) -> Iterator[bytes]:
     """The NDJSON lines of one streamed turn, each yielded as soon as it exists.
 
     A ping goes out after each heartbeat of upstream silence: it keeps idle proxies from cutting
-    the stream, and writing it is how the server learns that the client has gone (the WSGI
-    server closes this generator when a write fails). When the process is stopping and the
+    the stream. Before it, the client's socket (gunicorn's, when there is one) is looked at: a
+    client that has closed its end is noticed there, within one heartbeat, and the stream ends.
+    Otherwise only a failed write would tell (the WSGI server then closes this generator), and
+    the first write into a socket the client has closed still succeeds. When the process is stopping and the
     shutdown's deadline passes, the stream ends with an `error` line whose `code` is
     "restarting" (the widget sends the message again by itself). If the reply does not finish,
     whatever arrived is stored marked interrupted.
@@ -294,6 +299,9 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
     try:
         with model.stream(prompt) as reply:
             for batch in reply.batches(heartbeat_seconds, shutdown):
+                if not batch and peer_closed(client):
+                    logger.info("Client left during the model's silence; closing the model's stream")
+                    return  # the finally below stores what arrived; leaving the with closes the upstream
                 if not batch:
                     yield ndjson(type="ping")
                     continue
@@ -336,6 +344,21 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
                 )
             except storage.UNAVAILABLE:
                 logger.error("Could not store an interrupted reply")
+
+
+def peer_closed(client: socket.socket | None) -> bool:
+    """True if the other end of a connection has closed it (its FIN or RST is waiting to be read).
+
+    Never blocks: a zero-timeout select, then a peek only at a socket that has something to read
+    (a client that is still there sends nothing while its response streams).
+    """
+    if client is None:
+        return False
+    try:
+        readable, _, _ = select.select([client], [], [], 0)
+        return bool(readable) and client.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):  # reset, or already closed
+        return True
 
 
 def invalid_session_id_query():

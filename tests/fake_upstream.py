@@ -58,9 +58,12 @@ def delta_chunk(token: str) -> dict:
 
 
 class FakeUpstream:
-    def __init__(self, certificate: str | None = None):
-        """certificate: a PEM file with a key and a certificate to serve HTTPS with."""
-        self.server = _Server(("127.0.0.1", 0), self._handler_class())
+    def __init__(self, certificate: str | None = None, backlog: int | None = None):
+        """certificate: a PEM file with a key and a certificate to serve HTTPS with.
+        backlog: the listening socket's accept queue (default 1024); a short one makes a burst of
+        connections overflow it, as a busy model server's does."""
+        server_class = type("_ShortQueueServer", (_Server,), {"request_queue_size": backlog}) if backlog else _Server
+        self.server = server_class(("127.0.0.1", 0), self._handler_class())
         self.port = self.server.server_address[1]
         scheme = "http"
         if certificate:

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from tests.conftest import ADMIN_KEY, WIDGET_KEY, wait_until
+from tests.fake_upstream import FakeUpstream
 from tests.integrity import assert_replies_answer_their_question, stored_thread
 
 CHAT = {"X-Widget-Api-Key": WIDGET_KEY}
@@ -278,3 +279,56 @@ def test_a_burst_of_simultaneous_streams_on_one_worker_all_succeed(start_gunicor
     results = asyncio.run(burst(600))
     assert Counter(results) == Counter({(200, "done", None): 600})
 
+
+
+def test_a_burst_of_new_streams_loses_none_to_an_upstream_whose_accept_queue_overflows(start_gunicorn):
+    """Connections the upstream's kernel refuses or resets before its server read a byte are
+    tried again (llm.CONNECT_RETRY_PAUSES_SECONDS); without that, 4-28 % of such a burst failed."""
+    import asyncio
+
+    import aiohttp
+
+    upstream = FakeUpstream(backlog=2)
+    try:
+        upstream.reply = "a b c"
+        upstream.token_delay = 0.05
+        server = start_gunicorn(WEB_CONCURRENCY="2", OPENAI_BASE_URL=upstream.url)
+
+        async def burst(count):
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=CHAT) as session:
+
+                async def one(i):
+                    body = {"sessionId": f"queue-{i}", "message": "hi"}
+                    async with session.post(server.url + "/v1/chat/stream", json=body) as response:
+                        lines = [json.loads(line) async for line in response.content if line.strip()]
+                        return lines[-1]["type"], lines[-1].get("error")
+
+                return await asyncio.gather(*(one(i) for i in range(count)))
+
+        results = asyncio.run(burst(100))
+        assert Counter(results) == Counter({("done", None): 100})
+        assert upstream.finished_streams == 100
+        assert "before any answer; trying again in" in server.output()  # each retry is logged
+    finally:
+        upstream.close()
+
+
+def test_a_visitor_who_leaves_while_the_model_is_silent_is_noticed_within_one_heartbeat(start_gunicorn, upstream):
+    """Whatever the upstream's framing (the test upstream answers `Connection: close`, so the HTTP
+    client detaches the socket from its connection), the upstream call is closed at the first
+    heartbeat after the visitor left, not at the next model byte or the read timeout."""
+    server = start_gunicorn(WEB_CONCURRENCY="1", STREAM_HEARTBEAT_SECONDS="2")
+    upstream.reply = "first second"
+    upstream.token_delay = 20  # the model thinks for a long time before its first token
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        body = json.dumps({"sessionId": "leaver", "message": "hi"}).encode()
+        sock.sendall(b"POST /v1/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"X-Widget-Api-Key: " + WIDGET_KEY.encode() + b"\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        received = b""
+        while b'"type": "start"' not in received:  # the stream is under way
+            received += sock.recv(4096)
+        assert wait_until(lambda: upstream.requests, timeout=5)
+    left = time.monotonic()
+    assert wait_until(lambda: upstream.hangups, timeout=15), "the upstream call was never closed"
+    assert upstream.hangups[0][0] - left < 3.2  # one heartbeat (2 s); a second ping would be 4 s

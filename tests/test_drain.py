@@ -61,6 +61,7 @@ def test_sigterm_ends_a_slow_stream_with_a_restarting_error_and_stores_its_parti
     assert seen[-1] == {"type": "error", "error": drain.RESTARTING_MESSAGE, "code": "restarting"}
     assert 1.5 < ended < 6, ended  # after the 2 s drain, well before gunicorn's kill (2 + 5 s)
     assert server.process.wait(timeout=15) == 0  # a clean exit, not a kill
+    print(f"SIGTERM -> error line {ended:.2f} s (drain 2 s), -> master exit 0 {time.monotonic() - signalled:.2f} s")
     assert wait_for(lambda: upstream.hangups), "the upstream call was not closed"
     _, messages = stored_thread(redis_client, "restart-me")
     assert messages[-1]["role"] == "assistant" and messages[-1]["interrupted"] is True

@@ -291,6 +291,15 @@ def test_bad_search_or_cursor_is_a_400_page(app, query, message):
     assert response.status_code == 400 and message in page_text(response)
 
 
+def test_the_thread_shows_a_reply_the_model_cut_short(app):
+    turns = app.extensions["storage"]
+    conversation_id = turns.conversation_for_session("cut-session")
+    turns.append_message(conversation_id, "cut-session", "user", "Explain everything")
+    turns.append_message(conversation_id, "cut-session", "assistant", "First, the", finish_reason="length")
+    html = signed_in(app).get(f"/admin/conversations/{conversation_id}").get_data(as_text=True)
+    assert ">cut short: length</span>" in html
+
+
 def test_the_thread_shows_roles_times_and_interrupted_replies(app):
     turns = app.extensions["storage"]
     conversation_id = add_conversation(app, "thread-session", "Where is my order?")

@@ -9,14 +9,11 @@ the server's output, on any failure.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
@@ -26,31 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 import embedded_redis  # noqa: E402  (needs ROOT on the path)
 from tests.fake_upstream import FakeUpstream  # noqa: E402  (standard library only)
+from tests.loopback import answers_ok, free_port, wait_until  # noqa: E402  (standard library and requests)
 
 WIDGET_KEY = "smoke-widget-key-0123456789abcdef"
 ADMIN_KEY = "smoke-admin-key-0123456789abcdefgh"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def main() -> int:
@@ -80,7 +56,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     failures = []
     try:
-        if not wait_for(lambda: answers(url + "/ready"), 60):
+        if not wait_until(lambda: answers_ok(url + "/ready"), 60):
             failures.append("the web process did not become ready")
         else:
             headers = {"X-Widget-Api-Key": WIDGET_KEY}

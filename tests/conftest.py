@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 import embedded_redis
 from app import create_app
 from tests.fake_upstream import FakeUpstream
+from tests.loopback import answers_ok, free_port, wait_until  # noqa: F401  (tests import them from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,21 +39,6 @@ WIDGET_KEY_2 = "widget-key-rotated-9876543210"
 ADMIN_KEY = "admin-key-0123456789abcdefgh"
 ADMIN_KEY_2 = "admin-key-rotated-9876543210xy"
 SECRET_KEY = "test-secret-key-signs-dashboard-sessions-0123"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout=15.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 class RedisServer:
@@ -225,13 +207,7 @@ class Gunicorn:
         self.log_path = log_path
 
     def wait_ready(self, timeout=30):
-        def up():
-            try:
-                return requests.get(self.url + "/health", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        assert wait_until(up, timeout), f"gunicorn did not start:\n{self.output()}"
+        assert wait_until(lambda: answers_ok(self.url + "/health"), timeout), f"gunicorn did not start:\n{self.output()}"
         return self
 
     def output(self) -> str:

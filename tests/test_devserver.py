@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, RUNTIME_PYTHON, free_port, wait_until
+from tests.conftest import ROOT, RUNTIME_PYTHON, answers_ok, free_port, wait_until
 
 
 @pytest.fixture
@@ -28,15 +28,8 @@ def devserver(tmp_path):
         process = subprocess.Popen([RUNTIME_PYTHON, "devserver.py"], cwd=ROOT, env=env, stdout=output,
                                    stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return requests.get(url + "/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
     try:
-        assert wait_until(up, 30), log.read_text()
+        assert wait_until(lambda: answers_ok(url + "/health"), 30), log.read_text()
         yield url, env, log.read_text()
     finally:
         process.terminate()

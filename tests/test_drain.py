@@ -15,7 +15,7 @@ import requests
 
 import drain
 from llm import ReplyStream
-from tests.conftest import WIDGET_KEY
+from tests.conftest import WIDGET_KEY, wait_until
 from tests.integrity import stored_thread
 
 CHAT = {"X-Widget-Api-Key": WIDGET_KEY}
@@ -62,7 +62,7 @@ def test_sigterm_ends_a_slow_stream_with_a_restarting_error_and_stores_its_parti
     assert 1.5 < ended < 6, ended  # after the 2 s drain, well before gunicorn's kill (2 + 5 s)
     assert server.process.wait(timeout=15) == 0  # a clean exit, not a kill
     print(f"SIGTERM -> error line {ended:.2f} s (drain 2 s), -> master exit 0 {time.monotonic() - signalled:.2f} s")
-    assert wait_for(lambda: upstream.hangups), "the upstream call was not closed"
+    assert wait_until(lambda: upstream.hangups, timeout=5), "the upstream call was not closed"
     _, messages = stored_thread(redis_client, "restart-me")
     assert messages[-1]["role"] == "assistant" and messages[-1]["interrupted"] is True
     assert messages[-1]["content"] == tokens_of(seen).strip()
@@ -108,15 +108,6 @@ def test_the_widgets_retry_after_a_restart_stores_the_message_once_and_replaces_
         ("user", False), ("assistant", True), ("assistant", False)]
     # The model was asked the question once more, as the last message, without the cut reply.
     assert [m["role"] for m in upstream.requests[-1]["messages"]] == ["system", "user"]
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_no_gunicorn_control_socket_is_shared_through_home(start_gunicorn, tmp_path):

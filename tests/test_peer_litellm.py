@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import ROOT, RUNTIME_PYTHON, WIDGET_KEY, free_port, wait_until
+from tests.conftest import ROOT, RUNTIME_PYTHON, WIDGET_KEY, answers_ok, free_port, wait_until
 
 VENV = ROOT / ".venv-litellm"
 MASTER_KEY = "sk-litellm-test-master-key"  # tests/peers/litellm.yaml
@@ -40,15 +39,8 @@ def litellm(tmp_path_factory):
             [str(VENV / "bin" / "litellm"), "--config", str(ROOT / "tests" / "peers" / "litellm.yaml"),
              "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-
-    def live():
-        try:
-            return requests.get(url + "/health/liveliness", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
     try:
-        assert wait_until(live, timeout=90), log.read_text(errors="replace")[-3000:]
+        assert wait_until(lambda: answers_ok(url + "/health/liveliness"), timeout=90), log.read_text(errors="replace")[-3000:]
         yield url + "/v1"
     finally:
         process.terminate()

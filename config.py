@@ -98,6 +98,42 @@ def http_url(url: str) -> bool:
     return valid_url(url) and urlsplit(url).scheme in ("http", "https") and bool(urlsplit(url).hostname)
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def serialized_origin(entry: str) -> str | None:
+    """A configured origin as browsers serialise the `Origin` header (RFC 6454, the URL
+    standard): lower-case scheme and host, the host in its ASCII (xn--) form, no default port,
+    no trailing slash. `https://*.example.com` stays a wildcard of that form. None for an entry
+    that can never match what a browser sends: a scheme other than http(s), a path, a query, a
+    fragment, credentials, a bad port, or a wildcard anywhere but the first label.
+    """
+    try:
+        parts = urlsplit(entry.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    if scheme not in DEFAULT_PORTS or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    if parts.username is not None or parts.password is not None or "[" in parts.netloc.split("]")[-1]:
+        return None
+    wildcard = host.startswith("*.")
+    labels = host[2:] if wildcard else host
+    if not labels or "*" in labels or "." not in labels and wildcard:
+        return None
+    try:
+        labels = labels.encode("idna").decode("ascii") if not labels.isascii() else labels
+    except UnicodeError:
+        return None
+    if ":" in labels:  # an IPv6 address, written with brackets in an origin
+        labels = f"[{labels}]"
+    elif not re.fullmatch(r"[a-z0-9.-]+", labels):
+        return None
+    port_part = f":{port}" if port is not None and port != DEFAULT_PORTS[scheme] else ""
+    return f"{scheme}://{'*.' if wildcard else ''}{labels}{port_part}"
+
+
 def split_list(raw: str | None) -> tuple[str, ...]:
     """Parse a comma-separated list, ignoring blanks and surrounding spaces."""
     return tuple(item.strip() for item in (raw or "").split(",") if item.strip())
@@ -181,12 +217,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if any(ch in prefix for ch in "{} "):
         read.problems.append("REDIS_PREFIX must not contain braces or spaces")
 
-    cors_origins = split_list(read.text("CORS_ORIGIN"))
-    if "*" in cors_origins and production:
+    cors_entries = split_list(read.text("CORS_ORIGIN"))
+    if "*" in cors_entries and production:
         read.problems.append("CORS_ORIGIN='*' is only allowed when APP_ENV=development")
-    bad_origins = [o for o in cors_origins if o != "*" and not o.startswith(("http://", "https://"))]
-    if bad_origins:
-        read.problems.append("CORS_ORIGIN entries must be '*' or origins like https://example.com")
+    cors_origins = tuple(entry if entry == "*" else serialized_origin(entry) for entry in cors_entries)
+    if None in cors_origins:
+        read.problems.append("CORS_ORIGIN entries must be '*' (development only), origins such as "
+                             "https://www.example.com, or https://*.example.com for its subdomains; an entry "
+                             "with a path, a query, credentials or another scheme can never match a browser")
 
     retention_days = read.number("CONVERSATION_RETENTION_DAYS", None, kind=float, minimum=0, maximum=36500)
     if retention_days == 0:
@@ -221,7 +259,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         llm_timeout_seconds=read.number("LLM_TIMEOUT_SECONDS", 60.0, kind=float, minimum=0.1),
         heartbeat_seconds=read.number("STREAM_HEARTBEAT_SECONDS", 15.0, kind=float, minimum=0.05),
         shutdown_drain_seconds=read.number("SHUTDOWN_DRAIN_SECONDS", 20.0, kind=float, minimum=0, maximum=3600),
-        cors_origins=tuple(o.rstrip("/") for o in cors_origins),
+        cors_origins=tuple(origin for origin in cors_origins if origin is not None),
         limits=Limits(
             window_ms=read.number("RATE_LIMIT_WINDOW_MS", 60000, minimum=1),
             max_requests=read.number("RATE_LIMIT_MAX_REQUESTS", 30, minimum=1),

@@ -1,6 +1,8 @@
 """Which browser origins may call the service, and the headers every response carries."""
 from __future__ import annotations
 
+import re
+
 from flask import Flask, current_app, request
 
 import storage
@@ -18,10 +20,33 @@ SECURITY_HEADERS = {
 HSTS = "max-age=31536000; includeSubDomains"
 
 
+SUBDOMAIN_LABELS = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*")
+
+
+class AllowedOrigins:
+    """The browser origins CORS_ORIGIN lets in, as config.serialized_origin normalised them:
+    exact origins, `*` (development only), and wildcards such as `https://*.example.com`, which
+    match that scheme and port on any subdomain of example.com, never example.com itself or a
+    look-alike such as evil-example.com."""
+
+    def __init__(self, entries: tuple[str, ...]):
+        self.any = "*" in entries
+        self.exact = frozenset(entry for entry in entries if "://*." not in entry and entry != "*")
+        # (the part before the subdomain: "https://", the part after it: ".example.com:8443")
+        self.wildcards = [tuple(entry.split("*", 1)) for entry in entries if "://*." in entry]
+
+    def __contains__(self, origin: str) -> bool:
+        origin = origin.lower()  # browsers send it lower-case already; other clients may not
+        if self.any or origin in self.exact:
+            return True
+        return any(origin.startswith(scheme) and origin.endswith(suffix)
+                   and SUBDOMAIN_LABELS.fullmatch(origin[len(scheme):-len(suffix)])
+                   for scheme, suffix in self.wildcards)
+
+
 def origin_allowed(origin: str) -> bool:
-    """CORS_ORIGIN lists exact origins ('*' only in development); our own origin always passes."""
-    allowed = current_app.config["SETTINGS"].cors_origins
-    return origin in allowed or "*" in allowed or origin == request.host_url.rstrip("/")
+    """An origin of CORS_ORIGIN (AllowedOrigins), or our own origin, which always passes."""
+    return origin in current_app.extensions["allowed_origins"] or origin == request.host_url.rstrip("/")
 
 
 def _refuse_foreign_origins():
@@ -55,6 +80,7 @@ def _add_headers(response):
 
 
 def init_app(app: Flask) -> None:
+    app.extensions["allowed_origins"] = AllowedOrigins(app.config["SETTINGS"].cors_origins)
     if not app.config["SETTINGS"].cors_origins:
         app.logger.warning("CORS_ORIGIN is not set: no browser on another origin can use the widget")
     app.before_request(_refuse_foreign_origins)

@@ -41,6 +41,13 @@ def test_defaults_of_a_minimal_production_configuration():
     ({**GOOD, "ADMIN_API_KEY": f"{ADMIN_KEY},{WIDGET_KEY}"}, "must not share a key"),
     ({**GOOD, "CORS_ORIGIN": "*"}, "CORS_ORIGIN='*' is only allowed when APP_ENV=development"),
     ({**GOOD, "CORS_ORIGIN": "example.com"}, "CORS_ORIGIN entries"),
+    ({**GOOD, "CORS_ORIGIN": "https://www.example.com/shop"}, "CORS_ORIGIN entries"),
+    ({**GOOD, "CORS_ORIGIN": "https://www.example.com?x=1"}, "CORS_ORIGIN entries"),
+    ({**GOOD, "CORS_ORIGIN": "ftp://www.example.com"}, "CORS_ORIGIN entries"),
+    ({**GOOD, "CORS_ORIGIN": "https://user@www.example.com"}, "CORS_ORIGIN entries"),
+    ({**GOOD, "CORS_ORIGIN": "https://*.com"}, "CORS_ORIGIN entries"),
+    ({**GOOD, "CORS_ORIGIN": "https://*example.com"}, "CORS_ORIGIN entries"),
+    ({**GOOD, "CORS_ORIGIN": "https://shop.*.example.com"}, "CORS_ORIGIN entries"),
     ({**GOOD, "OPENAI_API_KEY": ""}, "OPENAI_API_KEY is required in production"),
     ({**GOOD, "APP_ENV": "staging"}, "APP_ENV must be"),
     ({**GOOD, "REDIS_URL": "http://redis"}, "REDIS_URL must start with"),
@@ -178,3 +185,16 @@ def test_a_redis_url_that_can_never_connect_is_refused_without_its_password(url)
 ])
 def test_working_urls_and_keys_are_accepted(variable, value):
     assert load_settings({**GOOD, variable: value})
+
+
+@pytest.mark.parametrize("configured, serialized", [
+    ("https://Shop.Example.com", "https://shop.example.com"),
+    ("https://shop.example.com:443/", "https://shop.example.com"),
+    ("http://localhost:80", "http://localhost"),
+    ("http://localhost:8000", "http://localhost:8000"),
+    ("https://b\u00fccher.example", "https://xn--bcher-kva.example"),
+    ("https://*.Example.com", "https://*.example.com"),
+    ("http://[::1]:8000", "http://[::1]:8000"),
+])
+def test_configured_origins_are_kept_as_browsers_serialise_them(configured, serialized):
+    assert load_settings({**GOOD, "CORS_ORIGIN": configured}).cors_origins == (serialized,)

@@ -100,6 +100,34 @@ def test_several_origins_are_each_allowed(make_app):
     assert client.post("/v1/chat", json=BODY, headers=chat_headers(Origin="https://allowed.example.evil")).status_code == 403
 
 
+@pytest.mark.parametrize("configured", ["https://Shop.Example.com", "https://shop.example.com:443",
+                                        "https://shop.example.com/", "HTTPS://SHOP.EXAMPLE.COM"])
+def test_a_configured_origin_matches_what_browsers_send_whatever_its_spelling(make_app, configured):
+    client = make_app(CORS_ORIGIN=configured).test_client()
+    response = client.post("/v1/chat", json=BODY, headers=chat_headers(Origin="https://shop.example.com"))
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
+
+
+@pytest.mark.parametrize("origin, allowed", [
+    ("https://shop.example.com", True),
+    ("https://a.b.example.com", True),
+    ("https://example.com", False),  # the bare suffix is not a subdomain
+    ("https://evil-example.com", False),  # a look-alike
+    ("https://example.com.evil.com", False),
+    ("https://shopexample.com", False),
+    ("http://shop.example.com", False),  # another scheme
+    ("https://shop.example.com:8443", False),  # another port
+    ("https://.example.com", False),
+    ("null", False),
+])
+def test_a_subdomain_wildcard_allows_subdomains_only_never_the_suffix_or_a_look_alike(make_app, origin, allowed):
+    client = make_app(CORS_ORIGIN="https://*.example.com").test_client()
+    response = client.post("/v1/chat", json=BODY, headers=chat_headers(Origin=origin))
+    assert response.status_code == (200 if allowed else 403)
+    assert (response.headers.get("Access-Control-Allow-Origin") == origin) is allowed
+
+
 @pytest.mark.parametrize("method, path, headers", [
     ("GET", "/health", {}),
     ("GET", "/nope", {}),

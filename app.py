@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request, send_from_directory
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 import auth
 import cli
@@ -53,8 +52,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.json.sort_keys = False
     if settings.trusted_proxy_count:
-        count = settings.trusted_proxy_count
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
+        app.wsgi_app = auth.TrustedProxies(app.wsgi_app, settings.trusted_proxy_count, settings.trusted_proxy_networks)
 
     redis_url = settings.redis_url or embedded_redis.ensure_running(settings.data_dir)
     client = storage.connect(redis_url, tls_verify=settings.redis_tls_verify)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
+import re
 
 from flask import current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import chat_request
 import storage
@@ -66,8 +69,64 @@ def presented_key(headers: tuple[str, ...]) -> str | None:
 
 
 def client_ip() -> str:
-    """The client address; ProxyFix has already applied TRUSTED_PROXY_COUNT to it."""
-    return request.remote_addr or "unknown"
+    """Who the client is, for the rate limit, the sign-in lockout and the logs: its address as
+    ProxyFix took it (TRUSTED_PROXY_COUNT applied), normalised by client_identity."""
+    return client_identity(request.remote_addr)
+
+
+class TrustedProxies:
+    """WSGI middleware: the client address from X-Forwarded-For (werkzeug's ProxyFix, the last
+    `count` hops), only for requests that come from one of `networks` (all when empty), as
+    gunicorn's forwarded_allow_ips does. A client that reaches the app's port directly, around
+    the proxy, then cannot choose its own address by writing the header itself."""
+
+    def __init__(self, app, count: int, networks: tuple = ()):
+        self.direct = app
+        self.proxied = ProxyFix(app, x_for=count, x_proto=count)
+        self.networks = networks
+
+    def __call__(self, environ, start_response):
+        if not self.networks or _in_networks(environ.get("REMOTE_ADDR"), self.networks):
+            return self.proxied(environ, start_response)
+        return self.direct(environ, start_response)
+
+
+def _in_networks(address: str | None, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+# "[2001:db8::1]:443", "[2001:db8::1]" or "203.0.113.7:50001": an address with a port or brackets.
+_BRACKETED = re.compile(r"\[([^\]]*)\](?::[0-9]*)?")
+_IPV4_WITH_PORT = re.compile(r"([0-9.]+):[0-9]*")
+
+
+def client_identity(address: str | None) -> str:
+    """One client's one name, whatever the spelling of its address, so nothing a client can vary
+    without changing who it is gives it a new rate-limit bucket.
+
+    Ports and brackets go (some proxies, Azure Application Gateway among them, append the
+    client's source port, which changes per connection); an IPv4-mapped IPv6 address is its IPv4
+    address; IPv6 addresses are written canonically and grouped by their /64 prefix, the block
+    one subscriber commonly holds (RFC 6177), so one client cannot walk through its prefix. An
+    address that cannot be read is "unknown": all such clients share one name.
+    """
+    text = (address or "").strip()
+    bracketed = _BRACKETED.fullmatch(text) or _IPV4_WITH_PORT.fullmatch(text)
+    if bracketed:
+        text = bracketed.group(1)
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])  # without an IPv6 zone ("fe80::1%eth0")
+    except ValueError:
+        return "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _unauthorized(presented: str | None):

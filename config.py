@@ -1,6 +1,7 @@
 """Settings read from the environment, validated all at once."""
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -65,6 +66,8 @@ class Settings:
     cors_origins: tuple[str, ...]
     limits: Limits
     trusted_proxy_count: int
+    # Only requests from these networks have their X-Forwarded-For read (empty: from anywhere).
+    trusted_proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     data_dir: str
     retention_ms: int | None  # conversations idle longer than this expire; None keeps them
     log_format: str  # 'text' or 'json'
@@ -132,6 +135,14 @@ def serialized_origin(entry: str) -> str | None:
         return None
     port_part = f":{port}" if port is not None and port != DEFAULT_PORTS[scheme] else ""
     return f"{scheme}://{'*.' if wildcard else ''}{labels}{port_part}"
+
+
+def networks(entries: tuple[str, ...]) -> tuple | None:
+    """IP networks (a bare address is a network of one), or None if an entry is neither."""
+    try:
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+    except ValueError:
+        return None
 
 
 def split_list(raw: str | None) -> tuple[str, ...]:
@@ -237,6 +248,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if secret_key is not None and secret_key in widget_keys + admin_keys:
         # The widget key is public; a signing secret equal to it would let anyone forge sessions.
         read.problems.append("SECRET_KEY must not be one of the API keys")
+    trusted_proxy_networks = networks(split_list(read.text("TRUSTED_PROXY_IPS")))
+    if trusted_proxy_networks is None:
+        read.problems.append("TRUSTED_PROXY_IPS must list IP addresses or networks (10.0.0.0/8, 2001:db8::/32), "
+                             "separated by commas")
+        trusted_proxy_networks = ()
     log_format = (read.text("LOG_FORMAT", "text")).lower()
     if log_format not in ("text", "json"):
         read.problems.append("LOG_FORMAT must be 'text' or 'json'")
@@ -269,6 +285,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             daily_max_tokens=read.number("DAILY_MAX_TOKENS", 0, minimum=1),
         ),
         trusted_proxy_count=read.number("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10),
+        trusted_proxy_networks=trusted_proxy_networks,
         data_dir=os.path.abspath(read.text("DATA_DIR", "data")),
         # Fractions are allowed, so tests can use a retention of seconds (0.00005 days = 4.32 s).
         retention_ms=max(1, round(retention_days * DAY_MS)) if retention_days else None,

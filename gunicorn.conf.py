@@ -56,17 +56,20 @@ def write_json_error(sock, status: int, reason: str, message: str) -> None:
 util.write_error = write_json_error
 
 
-class JsonLogger(Logger):
-    """gunicorn's own lines (start, workers, errors) as JSON too, when LOG_FORMAT=json."""
+class ServiceLogger(Logger):
+    """gunicorn's own lines (start, workers, refused requests) in the service's LOG_FORMAT, on
+    one line each, and without the query strings of the request lines it quotes."""
 
     def setup(self, cfg):
         super().setup(cfg)
+        json_lines = os.environ.get("LOG_FORMAT", "").strip().lower() == "json"
         for handler in self.error_log.handlers:
-            handler.setFormatter(logs.JsonFormatter())
+            own = handler.formatter  # gunicorn's line format, with the worker's pid
+            handler.setFormatter(logs.JsonFormatter() if json_lines else logs.TextFormatter(own._fmt, own.datefmt))
+            handler.addFilter(logs.WithoutQueryStrings())
 
 
-if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
-    logger_class = JsonLogger
+logger_class = ServiceLogger
 
 
 def on_starting(server):

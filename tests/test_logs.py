@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -108,3 +110,44 @@ def test_json_lines_under_gunicorn_one_per_request_and_no_access_log(start_gunic
     output = server.output()
     assert "Booting worker" in output  # gunicorn's own lines are JSON too (every line parsed above)
     assert "my secret question" not in output and WIDGET_KEY not in output
+
+
+# ---- lines that cannot be forged ------------------------------------------------------------
+
+FORGED = "[2026-11-30 10:00:00,000] INFO app: admin signed in from 203.0.113.9"  # no '/': one path segment
+
+
+def raw_request(server, request_bytes: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_client_controlled_value_cannot_write_a_second_log_line(start_gunicorn, log_format):
+    server = start_gunicorn(LOG_FORMAT=log_format, WEB_CONCURRENCY="1")
+    for breaker in ("%0a", "%0d", "%0d%0a", "%e2%80%a8", "%c2%85"):
+        path = f"/v1/admin/conversations/x{breaker}{quote(FORGED, safe='')}"
+        answer = requests.get(server.url + path, headers={"X-Admin-Api-Key": "wrong-admin-key-0123456789"}, timeout=10)
+        assert answer.status_code == 401
+    assert wait_until(lambda: server.output().count("401 GET") == 5, timeout=5), server.output()
+    lines = server.output().splitlines()
+    assert not [line for line in lines if line.startswith("[2026-11-30 10:00:00")], "a forged line reached the log"
+    if log_format == "json":
+        assert all(json.loads(line) for line in lines if line.startswith("{"))
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_refused_request_line_is_logged_without_its_query_string(start_gunicorn, log_format):
+    server = start_gunicorn(LOG_FORMAT=log_format, WEB_CONCURRENCY="1")
+    secret = "pasted-widget-key-0123456789abcdef"
+    for request_line in (f"GET /v1/chat?key={secret} HTTP/1.1 trailing-junk",
+                         f"GET /v1/chat?key={secret}\x01 HTTP/1.1", f"G\x00ET /x?api_key={secret} HTTP/1.1"):
+        answer = raw_request(server, request_line.encode("latin-1") + b"\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400")
+    assert requests.get(server.url + "/health", timeout=5).status_code == 200
+    assert wait_until(lambda: "GET /health 200" in server.output(), timeout=5)  # the worker's later line
+    assert secret not in server.output()

@@ -223,10 +223,12 @@ def chat_reply():
     """One turn answered as a single JSON object."""
     turn: ChatTurn = g.chat_turn
     conversation_id, prompt = start_turn(turn)
+    reserved = current_app.config["SETTINGS"].limits.turn_token_reservation
     try:
         completion = current_app.extensions["model"].complete(prompt)
     except UpstreamError as exc:
         log_upstream_failure(current_app.logger, exc)
+        storage.current().release_tokens(reserved)
         storage.current().count("upstreamErrors")
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
         return json_error(exc.status_code, str(exc), headers=headers)
@@ -234,7 +236,7 @@ def chat_reply():
     tokens = completion.output_tokens if completion.output_tokens is not None else estimate_tokens(completion.text)
     stopped_early = early_finish(completion.finish_reason)
     storage.current().append_message(conversation_id, turn.session_id, "assistant", reply, output_tokens=tokens,
-                                     finish_reason=stopped_early)
+                                     finish_reason=stopped_early, reserved_tokens=reserved)
     if stopped_early:
         return jsonify(conversationId=conversation_id, message=reply, finishReason=stopped_early)
     return jsonify(conversationId=conversation_id, message=reply)
@@ -269,6 +271,7 @@ def chat_stream():
         current_app.config["SETTINGS"].heartbeat_seconds,
         drain.current,
         request.environ.get("gunicorn.socket"),
+        current_app.config["SETTINGS"].limits.turn_token_reservation,
     )
     return Response(lines, headers=STREAM_HEADERS)
 
@@ -278,7 +281,7 @@ def ndjson(**event) -> bytes:
 
 
 def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heartbeat_seconds,
-                shutdown: drain.Drain, client: socket.socket | None = None) -> Iterator[bytes]:
+                shutdown: drain.Drain, client: socket.socket | None = None, reserved_tokens: int = 0) -> Iterator[bytes]:
     """The NDJSON lines of one streamed turn, each yielded as soon as it exists.
 
     A ping goes out after each heartbeat of upstream silence: it keeps idle proxies from cutting
@@ -288,7 +291,8 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
     the first write into a socket the client has closed still succeeds. When the process is stopping and the
     shutdown's deadline passes, the stream ends with an `error` line whose `code` is
     "restarting" (the widget sends the message again by itself). If the reply does not finish,
-    whatever arrived is stored marked interrupted.
+    whatever arrived is stored marked interrupted. The tokens the turn's admission reserved of
+    the daily budget are settled with the reply, or given back if nothing was stored.
     """
     yield ndjson(type="start", conversationId=conversation_id)
     parts: list[str] = []
@@ -310,7 +314,7 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
         tokens = reply.output_tokens if reply.output_tokens is not None else estimate_tokens("".join(parts))
         stopped_early = early_finish(reply.facts.finish_reason)
         turns.append_message(conversation_id, session_id, "assistant", text, output_tokens=tokens,
-                             finish_reason=stopped_early)
+                             finish_reason=stopped_early, reserved_tokens=reserved_tokens)
         stored = True
         if stopped_early:
             yield ndjson(type="done", message=text, conversationId=conversation_id, finishReason=stopped_early)
@@ -333,15 +337,17 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
         if reply is not None and reply.facts.skipped_lines:
             logger.warning("Skipped %d model stream lines that were not JSON", reply.facts.skipped_lines)
         partial = "".join(parts).strip()
-        if not stored and partial:
-            try:
+        try:
+            if not stored and partial:
                 # Tokens the model produced but nobody waited for are still paid for.
                 turns.append_message(
                     conversation_id, session_id, "assistant", partial,
-                    interrupted=True, output_tokens=estimate_tokens(partial),
+                    interrupted=True, output_tokens=estimate_tokens(partial), reserved_tokens=reserved_tokens,
                 )
-            except storage.UNAVAILABLE:
-                logger.error("Could not store an interrupted reply")
+            elif not stored:
+                turns.release_tokens(reserved_tokens)
+        except storage.UNAVAILABLE:
+            logger.error("Could not store an interrupted reply")
 
 
 def peer_closed(client: socket.socket | None) -> bool:

@@ -15,6 +15,8 @@ DEFAULT_SYSTEM_PROMPT = (
 MIN_KEY_LENGTH = 24
 MIN_SECRET_KEY_LENGTH = 32
 DAY_MS = 24 * 3600 * 1000
+# What a turn reserves of the daily token budget when MAX_OUTPUT_TOKENS does not bound replies.
+DEFAULT_TOKEN_RESERVATION = 1000
 # What an HTTP header value or a URL can carry as it is (RFC 9110 field-vchar, RFC 3986).
 VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
@@ -39,6 +41,9 @@ class Limits:
     session_max_messages: int
     daily_max_requests: int
     daily_max_tokens: int
+    # Output tokens a turn reserves against daily_max_tokens when it is admitted, settled with
+    # the real count when it ends (0 when there is no token budget).
+    turn_token_reservation: int = 0
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if log_format not in ("text", "json"):
         read.problems.append("LOG_FORMAT must be 'text' or 'json'")
 
+    daily_max_tokens = read.number("DAILY_MAX_TOKENS", 0, minimum=1)
+    max_output_tokens = read.number("MAX_OUTPUT_TOKENS", None, minimum=1)
     settings = Settings(
         env=env,
         widget_keys=widget_keys,
@@ -269,7 +276,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         openai_model=read.text("OPENAI_MODEL", "gpt-4.1-mini"),
         system_prompt=read.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
         max_history_messages=read.number("MAX_HISTORY_MESSAGES", 30, minimum=1, maximum=1000),
-        max_output_tokens=read.number("MAX_OUTPUT_TOKENS", None, minimum=1),
+        max_output_tokens=max_output_tokens,
         max_history_chars=read.number("MAX_HISTORY_CHARS", 24000, minimum=1),
         stream_usage=read.flag("OPENAI_STREAM_USAGE", True),
         llm_timeout_seconds=read.number("LLM_TIMEOUT_SECONDS", 60.0, kind=float, minimum=0.1),
@@ -282,7 +289,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             session_window_ms=int(1000 * read.number("SESSION_WINDOW_SECONDS", 3600.0, kind=float, minimum=0.001)),
             session_max_messages=read.number("SESSION_MAX_MESSAGES", 60, minimum=1),
             daily_max_requests=read.number("DAILY_MAX_REQUESTS", 0, minimum=1),
-            daily_max_tokens=read.number("DAILY_MAX_TOKENS", 0, minimum=1),
+            daily_max_tokens=daily_max_tokens,
+            turn_token_reservation=(max_output_tokens or DEFAULT_TOKEN_RESERVATION) if daily_max_tokens else 0,
         ),
         trusted_proxy_count=read.number("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10),
         trusted_proxy_networks=trusted_proxy_networks,

@@ -113,12 +113,15 @@ class Keys:
 #   1. the client IP's window (every request counts, even one refused later);
 #   2. the key (ARGV[9] = '1' when the request carries a valid widget key);
 #   3. only for a turn (ARGV[3] = '1'): the session's window, then the daily budgets;
-#   4. an admitted turn is counted in the session window and the day's requests.
+#   4. an admitted turn is counted in the session window and the day's requests, and reserves
+#      ARGV[11] output tokens of the day's budget (settled when the turn ends: append_message,
+#      release_tokens), so simultaneous turns cannot all pass a budget that none has spent yet.
 # Windows start with their first request and expire with it, so idle IPs and sessions leave
 # nothing behind; daily counters carry the date and expire a day after it. The request, and
 # a refusal (401 or 429), are added to this hour's counts (KEYS[5..7]) in the same step.
 # ARGV: ip window ms, ip max, turn, session window ms, session max, daily max requests,
-#       daily max tokens (0 = unlimited), daily counter lifetime ms, key valid, hourly lifetime ms.
+#       daily max tokens (0 = unlimited), daily counter lifetime ms, key valid, hourly lifetime ms,
+#       tokens a turn reserves.
 # Returns {verdict, ms until the refusing window resets}; verdict 'ok', 'ip', 'key', 'session'
 # or 'budget'.
 ADMIT_SCRIPT = """
@@ -145,6 +148,10 @@ if (max_requests > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= max_requ
 end
 count(KEYS[2], ARGV[4])
 count(KEYS[3], ARGV[8])
+if tonumber(ARGV[11]) > 0 then
+  redis.call('INCRBY', KEYS[4], ARGV[11])
+  if redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[8]) end
+end
 return {'ok', 0}
 """
 
@@ -364,6 +371,7 @@ class Storage:
                 until_tomorrow_ms + DAY_MS,
                 "1" if key_valid else "0",
                 HOURLY_COUNT_LIFETIME_MS,
+                limits.turn_token_reservation,
             ],
         )
         if session_id:
@@ -406,6 +414,7 @@ class Storage:
         interrupted: bool = False,
         output_tokens: int = 0,
         finish_reason: str | None = None,
+        reserved_tokens: int = 0,
         pipeline=None,
     ) -> list[dict]:
         """Store a message and return the newest `history` messages (one round trip).
@@ -414,7 +423,8 @@ class Storage:
         the conversation was deleted while the reply was being generated. A reply the model
         stopped early carries its finish_reason ("length"...) as `finishReason` and is counted
         (incompleteReplies). output_tokens are
-        added to the day's spending and this hour's count in the same round trip, and the
+        added to the day's spending and this hour's count in the same round trip (the day's net
+        of the reserved_tokens its admission set aside), and the
         conversation is set to expire after the retention (admission does the same for the
         session mapping). Given a pipeline, the commands are only queued on it (bulk writes:
         the caller executes it) and nothing is returned.
@@ -450,12 +460,10 @@ class Storage:
             [conversation_id, "1" if creates else "0"],
         )
         counters = []
+        if output_tokens != reserved_tokens:
+            counters.append(self._daily_tokens_change(output_tokens - reserved_tokens))
         if output_tokens:
-            day, until_tomorrow_ms = self.utc_day()
-            counters += [
-                (self.keys.daily_tokens(day), output_tokens, until_tomorrow_ms + DAY_MS),
-                (self.keys.hourly_count("outputTokens", self.utc_hour()), output_tokens, HOURLY_COUNT_LIFETIME_MS),
-            ]
+            counters.append((self.keys.hourly_count("outputTokens", self.utc_hour()), output_tokens, HOURLY_COUNT_LIFETIME_MS))
         if finish_reason:
             counters.append((self.keys.hourly_count("incompleteReplies", self.utc_hour()), 1, HOURLY_COUNT_LIFETIME_MS))
         if counters:
@@ -639,6 +647,16 @@ class Storage:
             self._add_expiring(self.client, [(self.keys.hourly_count(name, self.utc_hour()), 1, HOURLY_COUNT_LIFETIME_MS)])
         except UNAVAILABLE:
             logging.getLogger(__name__).warning("Could not count %s: Redis unavailable", name)
+
+    def release_tokens(self, reserved_tokens: int) -> None:
+        """Give back to the day's token budget what an admitted turn reserved and never spent
+        (its reply failed before any text). One command; nothing when nothing was reserved."""
+        if reserved_tokens:
+            self._add_expiring(self.client, [self._daily_tokens_change(-reserved_tokens)])
+
+    def _daily_tokens_change(self, amount: int) -> tuple[str, int, int]:
+        day, until_tomorrow_ms = self.utc_day()
+        return self.keys.daily_tokens(day), amount, until_tomorrow_ms + DAY_MS
 
     def _add_expiring(self, target, counters: list[tuple[str, int, int]]) -> None:
         """Add to counters of one slot, each then living its lifetime more, so they clean

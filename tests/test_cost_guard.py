@@ -1,6 +1,7 @@
 """Bounds on what the public widget key can cost: per session, per day, per turn."""
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -203,3 +204,41 @@ def test_spent_token_budget_never_reaches_the_model_from_any_worker(start_gunico
     assert all(r.status_code == 429 and r.json() == BUDGET_EXHAUSTED for r in refusals)
     assert all(int(r.headers["Retry-After"]) >= 1 for r in refusals)
     assert len(upstream.requests) == 3
+
+
+def test_simultaneous_turns_cannot_overrun_the_token_budget_by_more_than_one_reservation(start_gunicorn, upstream,
+                                                                                          redis_client):
+    """Each admitted turn reserves MAX_OUTPUT_TOKENS of the budget at admission (before, 100
+    simultaneous turns against DAILY_MAX_TOKENS=20 admitted 63 and spent 378 tokens)."""
+    server = start_gunicorn(WEB_CONCURRENCY="3", DAILY_MAX_TOKENS="20", MAX_OUTPUT_TOKENS="6",
+                            RATE_LIMIT_MAX_REQUESTS="1000")
+    upstream.reply = "a b c d e f"  # 6 tokens, as reported by the upstream
+    upstream.token_delay = 0.05  # every turn is still in flight when the others are admitted
+    start = threading.Barrier(100)
+
+    def one(i):
+        start.wait()
+        with requests.Session() as session:
+            return session.post(server.url + "/v1/chat", json={"sessionId": f"rush-{i}", "message": "hi"},
+                                headers={"X-Api-Key": WIDGET_KEY}, timeout=60).status_code
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        statuses = list(pool.map(one, range(100)))
+    spent = sum(int(redis_client.get(key)) for key in redis_client.scan_iter("ocw:{admission}:tokens:*"))
+    assert statuses.count(200) == 4 and statuses.count(429) == 96  # reserved 6, 12, 18, 24: then 24 >= 20
+    assert spent == 24 <= 20 + 6  # the budget plus one turn's reservation, at most
+
+
+def test_a_turn_that_fails_gives_its_reservation_back(make_app, upstream, redis_client):
+    app = make_app(DAILY_MAX_TOKENS="1000", MAX_OUTPUT_TOKENS="400")
+    day = app.extensions["storage"].utc_day()[0]
+    upstream.fault, upstream.status = "status", 500
+    assert turn(app.test_client()).status_code == 502
+    streamed = app.test_client().post("/v1/chat/stream", json={"sessionId": "s2", "message": "hi"},
+                                      headers=chat_headers()).get_data(as_text=True)
+    assert '"type": "error"' in streamed
+    assert redis_client.get(f"ocw:{{admission}}:tokens:{day}") == "0"
+    upstream.fault = None
+    upstream.reply = "one two three"
+    assert turn(app.test_client()).status_code == 200
+    assert redis_client.get(f"ocw:{{admission}}:tokens:{day}") == "3"  # settled: the real count, not the 400

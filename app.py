@@ -49,6 +49,10 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     """Build the app from the environment; `config` overrides environment variables (tests)."""
     settings = load_settings({**os.environ, **(config or {})})
     app = Flask(__name__, static_folder=None)
+    # werkzeug would answer "//x" and "/x/" with a redirect to an absolute URL built from the
+    # request's Host header (and an HTML page): no route redirects, so a forged Host leads nowhere.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.json.sort_keys = False
     if settings.trusted_proxy_count:

@@ -2,9 +2,12 @@
 conversations and see the stats, signed in with the admin key.
 
 A sign-in is a signed, expiring cookie (itsdangerous, keyed by SECRET_KEY) that holds an HMAC
-of the admin key used and a CSRF token; nothing is kept on the server. Every request checks
-that HMAC against the keys configured now, so removing a key from ADMIN_API_KEY ends the
-sessions opened with it. Pages carry a strict Content-Security-Policy: no inline script or
+of the admin key used, a CSRF token and a session id that Redis keeps while the session is open.
+Every request checks that HMAC against the keys configured now, so removing a key from
+ADMIN_API_KEY ends the sessions opened with it, and that the session is still open, so signing
+out ends it for every copy of the cookie. Failed sign-ins are limited per client address; a
+browser that has signed in before carries a signed device cookie and is limited on its own
+(device cookies, as OWASP recommends), so others' failures cannot lock its admin out. Pages carry a strict Content-Security-Policy: no inline script or
 style, only the dashboard's own stylesheet and the small script that shows times in the
 reader's time zone. Jinja escapes everything stored, so messages show as text.
 """
@@ -33,7 +36,9 @@ SESSION_COOKIE = "ocw_admin_session"
 LOGIN_COOKIE = "ocw_admin_login"  # the sign-in form's CSRF token, before there is a session
 SESSION_SECONDS = 8 * 3600
 LOGIN_FORM_SECONDS = 3600
-LOGIN_MAX_FAILURES = 10  # per client IP and window; the next attempt gets 429, right key or not
+DEVICE_COOKIE = "ocw_admin_device"  # a browser that signed in with a key before
+DEVICE_SECONDS = 180 * 24 * 3600
+LOGIN_MAX_FAILURES = 10  # per client address (or known device) and window; then 429, right key or not
 LOGIN_WINDOW_MS = 15 * 60 * 1000
 PAGE_SIZE = 50
 SIGNER = {"digest_method": hashlib.sha256}  # itsdangerous defaults to SHA-1
@@ -53,10 +58,12 @@ dashboard = Blueprint(
 
 @dataclass(frozen=True)
 class AdminSession:
-    """A valid sign-in: which key it was opened with (as an HMAC) and its CSRF token."""
+    """A validly signed sign-in: which key it was opened with (as an HMAC), its CSRF token, and
+    the id under which Redis keeps it open."""
 
     key_fingerprint: str
     csrf: str
+    session_id: str
 
 
 class Sessions:
@@ -65,6 +72,7 @@ class Sessions:
     def __init__(self, secret: str, admin_keys: tuple[str, ...]):
         self._sessions = URLSafeTimedSerializer(secret, salt="ocw-dashboard-session", signer_kwargs=SIGNER)
         self._login_forms = URLSafeTimedSerializer(secret, salt="ocw-dashboard-login", signer_kwargs=SIGNER)
+        self._devices = URLSafeTimedSerializer(secret, salt="ocw-dashboard-device", signer_kwargs=SIGNER)
         # A key derived for fingerprints only, so they never equal any signature of the serializers.
         self._fingerprint_key = hmac.new(secret.encode(), b"ocw-dashboard-key-fingerprint", hashlib.sha256).digest()
         # The fingerprints of the configured keys, compared as auth compares keys.
@@ -74,22 +82,39 @@ class Sessions:
         """HMAC-SHA256 of an admin key: without SECRET_KEY it can be neither reversed nor guessed."""
         return hmac.new(self._fingerprint_key, key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
-    def issue(self, admin_key: str) -> str:
-        """The cookie value of a new session opened with admin_key."""
-        return self._sessions.dumps({"key": self.fingerprint(admin_key), "csrf": secrets.token_urlsafe(32)})
+    def issue(self, admin_key: str) -> tuple[str, str]:
+        """(the cookie value, the session id) of a new session opened with admin_key."""
+        session_id = secrets.token_urlsafe(24)
+        cookie = self._sessions.dumps({"key": self.fingerprint(admin_key), "csrf": secrets.token_urlsafe(32),
+                                       "sid": session_id})
+        return cookie, session_id
 
     def read(self, cookie: str | None) -> AdminSession | None:
         """The session of a cookie, or None if it is missing, forged, tampered with, expired, or
-        was opened with a key that is no longer configured."""
-        if not cookie:
-            return None
+        was opened with a key that is no longer configured. Whether it is still open (not signed
+        out) is Redis's to say (storage.dashboard_session_open)."""
+        data = self._signed(self._sessions, cookie, SESSION_SECONDS, ("key", "csrf", "sid"))
+        return AdminSession(data["key"], data["csrf"], data["sid"]) if data else None
+
+    def device_cookie(self, admin_key: str) -> str:
+        """The cookie that marks this browser as one that signed in with admin_key."""
+        return self._devices.dumps({"key": self.fingerprint(admin_key), "device": secrets.token_urlsafe(24)})
+
+    def device(self, cookie: str | None) -> str | None:
+        """The device id of a valid device cookie whose key is still configured, else None."""
+        data = self._signed(self._devices, cookie, DEVICE_SECONDS, ("key", "device"))
+        return data["device"] if data else None
+
+    def _signed(self, serializer, cookie: str | None, max_age: int, fields: tuple[str, ...]) -> dict | None:
+        """The fields of a cookie signed by serializer, younger than max_age seconds and opened
+        with a key that is configured now; None for anything else."""
         try:
-            data = self._sessions.loads(cookie, max_age=SESSION_SECONDS)
+            data = serializer.loads(cookie or "", max_age=max_age)
         except BadSignature:  # SignatureExpired is one too
             return None
-        if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in ("key", "csrf")):
+        if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in fields):
             return None
-        return AdminSession(data["key"], data["csrf"]) if self._active.accepts(data["key"]) else None
+        return data if self._active.accepts(data["key"]) else None
 
     def login_form_token(self) -> tuple[str, str]:
         """(token for the form's hidden field, signed copy for the cookie)."""
@@ -190,12 +215,14 @@ def guard():
         return error_page(503, "Dashboard unavailable", "ADMIN_API_KEY is not configured on this deployment.")
     cookie = request.cookies.get(SESSION_COOKIE)
     g.admin = sessions().read(cookie)
+    if g.admin is not None and not storage.current().dashboard_session_open(g.admin.session_id):
+        g.admin = None  # signed out: this cookie is a copy of one that no longer opens anything
     if request.endpoint in OPEN_ENDPOINTS:
         return None
     if g.admin is None:
         if cookie:
             current_app.logger.warning(
-                "Dashboard session refused from %s (forged, expired or its key removed)", auth.client_ip()
+                "Dashboard session refused from %s (forged, expired, signed out or its key removed)", auth.client_ip()
             )
         response = redirect(url_for(".login_form"), 303)
         if cookie:
@@ -248,31 +275,41 @@ def login_form():
 
 @dashboard.post("/login")
 def login():
-    """Open a session for a configured admin key; failures are limited per client IP."""
+    """Open a session for a configured admin key. Attempts are limited per client address, or
+    per device for a browser that signed in before (so others' failures cannot lock it out)."""
     if not sessions().login_form_valid(request.cookies.get(LOGIN_COOKIE), request.form.get("csrf", "")):
         return login_page(403, "The sign-in form expired or was not sent by this page. Please try again.")
-    ip = auth.client_ip()
-    failures, retry_ms = storage.current().login_failures(ip)
-    if failures >= LOGIN_MAX_FAILURES:
-        # Checked before the key, so that a blocked client cannot confirm a guess either.
+    device = sessions().device(request.cookies.get(DEVICE_COOKIE))
+    client = f"device:{device}" if device else auth.client_ip()
+    # Taken before the key is looked at, so that a blocked client cannot confirm a guess either.
+    allowed, retry_ms = storage.current().take_login_attempt(client, LOGIN_MAX_FAILURES, LOGIN_WINDOW_MS)
+    if not allowed:
         retry_after = max(1, math.ceil(retry_ms / 1000))
         minutes = math.ceil(retry_after / 60)
         return error_page(429, "Too many attempts", f"Too many failed sign-ins. Try again in {minutes} minutes.",
                           headers={"Retry-After": str(retry_after)})
     presented = request.form.get("admin_key", "").strip()
     if not current_app.extensions["admin_keys"].accepts(presented):
-        storage.current().record_login_failure(ip, LOGIN_WINDOW_MS)
-        current_app.logger.warning("401 dashboard sign-in from %s key=%s", ip, auth.fingerprint(presented))
+        storage.current().count("unauthorized")
+        current_app.logger.warning("401 dashboard sign-in from %s key=%s", auth.client_ip(), auth.fingerprint(presented))
         return login_page(401, "That is not an admin key of this deployment.")
-    current_app.logger.info("Dashboard sign-in from %s key=%s", ip, auth.fingerprint(presented))
+    storage.current().give_back_login_attempt(client)
+    cookie, session_id = sessions().issue(presented)
+    storage.current().open_dashboard_session(session_id, SESSION_SECONDS * 1000)
+    current_app.logger.info("Dashboard sign-in from %s key=%s", auth.client_ip(), auth.fingerprint(presented))
     response = redirect(url_for(".conversations"), 303)
-    response.set_cookie(SESSION_COOKIE, sessions().issue(presented), max_age=SESSION_SECONDS, **cookie_flags())
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_SECONDS, **cookie_flags())
+    if not device:
+        response.set_cookie(DEVICE_COOKIE, sessions().device_cookie(presented), max_age=DEVICE_SECONDS,
+                            **cookie_flags())
     response.delete_cookie(LOGIN_COOKIE, **cookie_flags())
     return response
 
 
 @dashboard.post("/logout")
 def logout():
+    """End the session on the server too, so no copy of its cookie opens anything."""
+    storage.current().close_dashboard_session(g.admin.session_id)
     response = redirect(url_for(".login_form"), 303)
     response.delete_cookie(SESSION_COOKIE, **cookie_flags())
     return response

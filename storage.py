@@ -10,6 +10,8 @@ Layout (P = REDIS_PREFIX):
   P:{admission}:requests:<YYYY-MM-DD>  chat turns of the deployment on that UTC day
   P:{admission}:tokens:<YYYY-MM-DD>    output tokens of the deployment on that UTC day
   P:{admission}:count:<name>:<YYYY-MM-DDTHH>  events of one kind (COUNTERS) in that UTC hour
+  P:{admission}:login:<client>         dashboard sign-in attempts of an address (or a known device)
+  P:dashboard:session:<id>             an open dashboard session (deleted at sign-out)
   P:{messages}:total     string messages stored, all conversations together
   P:{messages}:counts    hash   messages counted per conversation id, so deleting or sweeping a
                                 conversation whose data has already expired still subtracts them
@@ -96,8 +98,11 @@ class Keys:
     def daily_tokens(self, day: str) -> str:
         return f"{self.prefix}:{{admission}}:tokens:{day}"
 
-    def login_failures(self, client_ip: str) -> str:
-        return f"{self.prefix}:{{admission}}:login:{client_ip}"
+    def login_failures(self, client: str) -> str:
+        return f"{self.prefix}:{{admission}}:login:{client}"
+
+    def dashboard_session(self, session_id: str) -> str:
+        return f"{self.prefix}:dashboard:session:{session_id}"
 
     def hourly_count(self, name: str, hour: str) -> str:
         return f"{self.prefix}:{{admission}}:count:{name}:{hour}"
@@ -201,15 +206,15 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return session
 """
 
-# Counts a failed dashboard login of one IP (KEYS[1]) in a window of ARGV[1] ms that starts
-# with the first failure and expires with it, and adds it to this hour's 401s (KEYS[2], kept
-# ARGV[2] ms). Returns the failures in the window so far.
-LOGIN_FAILURE_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return n
+# Takes one dashboard sign-in attempt of a client's window (KEYS[1]), if fewer than ARGV[1] were
+# taken: checking and counting in one step, so simultaneous tries cannot slip past the limit.
+# The window (ARGV[2] ms) starts with the first attempt and expires with it.
+# Returns {1, 0} when taken, {0, ms until the window ends} when not.
+LOGIN_ATTEMPT_SCRIPT = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then return {0, redis.call('PTTL', KEYS[1])} end
+if redis.call('INCR', KEYS[1]) == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {1, 0}
 """
 
 # Removes a session mapping only if it still points at the given conversation.
@@ -385,18 +390,29 @@ class Storage:
         retry_ms = until_tomorrow_ms if verdict == "budget" else max(int(retry_ms), 0)
         return Admission(verdict, retry_ms, conversation[0] if conversation else None)
 
-    def login_failures(self, client_ip: str) -> tuple[int, int]:
-        """(failed dashboard logins of client_ip in its current window, ms until it ends)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.login_failures(client_ip))
-        pipe.pttl(self.keys.login_failures(client_ip))
-        count, ttl_ms = pipe.execute()
-        return int(count or 0), max(int(ttl_ms), 0)
+    def take_login_attempt(self, client: str, max_attempts: int, window_ms: int) -> tuple[bool, int]:
+        """Take one dashboard sign-in attempt of client's window (an address's identity, or a
+        known device): (True, 0), or (False, ms until the window ends) once max_attempts are
+        taken. Checked and counted in one step; a successful sign-in gives its attempt back."""
+        taken, retry_ms = self._run(self.client, LOGIN_ATTEMPT_SCRIPT, [self.keys.login_failures(client)],
+                                    [max_attempts, window_ms])
+        return bool(taken), max(int(retry_ms), 0)
 
-    def record_login_failure(self, client_ip: str, window_ms: int) -> int:
-        """Count a failed dashboard login of client_ip; how many its window now holds."""
-        keys = [self.keys.login_failures(client_ip), self.keys.hourly_count("unauthorized", self.utc_hour())]
-        return int(self._run(self.client, LOGIN_FAILURE_SCRIPT, keys, [window_ms, HOURLY_COUNT_LIFETIME_MS]))
+    def give_back_login_attempt(self, client: str) -> None:
+        """Un-count the attempt of a sign-in that succeeded: only failures fill the window."""
+        self.client.decr(self.keys.login_failures(client))
+
+    def open_dashboard_session(self, session_id: str, lifetime_ms: int) -> None:
+        """Record a dashboard session as open, for lifetime_ms at most (its cookie's lifetime)."""
+        self.client.set(self.keys.dashboard_session(session_id), 1, px=lifetime_ms)
+
+    def dashboard_session_open(self, session_id: str) -> bool:
+        """True while the session has neither been signed out nor expired."""
+        return bool(self.client.exists(self.keys.dashboard_session(session_id)))
+
+    def close_dashboard_session(self, session_id: str) -> None:
+        """Sign a session out on the server: a copy of its cookie no longer opens anything."""
+        self.client.delete(self.keys.dashboard_session(session_id))
 
     def conversation_for_session(self, session_id: str) -> str:
         """The conversation id of session_id, created atomically on first use."""

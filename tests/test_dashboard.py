@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 
 import pytest
@@ -95,7 +96,7 @@ def test_the_session_records_an_hmac_of_the_key_not_the_key_or_a_short_hash(app)
     client = signed_in(app)
     serializer = URLSafeTimedSerializer(SECRET_KEY, salt="ocw-dashboard-session", signer_kwargs=dashboard.SIGNER)
     payload = serializer.loads(session_cookie(client).value)
-    assert set(payload) == {"key", "csrf"}
+    assert set(payload) == {"key", "csrf", "sid"}
     assert len(payload["key"]) == 64 and ADMIN_KEY not in json.dumps(payload)
     assert payload["key"] == app.extensions["dashboard_sessions"].fingerprint(ADMIN_KEY)
 
@@ -142,6 +143,46 @@ def test_failed_sign_ins_are_limited_per_ip_even_for_the_right_key(app, redis_cl
     other = app.test_client()
     assert sign_in(other, environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 303
     assert 0 < redis_client.pttl("ocw:{admission}:login:127.0.0.1") <= dashboard.LOGIN_WINDOW_MS
+
+
+def test_simultaneous_wrong_sign_ins_get_exactly_the_allowed_tries_checked(app):
+    def attempt(_):
+        client = app.test_client()
+        token = form_token(client)
+        return client.post("/admin/login", data={"csrf": token, "admin_key": "wrong-admin-key-0123456789abcd"}).status_code
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        statuses = list(pool.map(attempt, range(200)))
+    assert statuses.count(401) == dashboard.LOGIN_MAX_FAILURES and statuses.count(429) == 200 - dashboard.LOGIN_MAX_FAILURES
+
+
+def test_others_failures_from_the_admins_address_do_not_lock_out_a_browser_that_signed_in_before(app):
+    admin = signed_in(app)  # this browser now carries a device cookie
+    admin.post("/admin/logout", data={"csrf": form_token(admin)})
+    attacker = app.test_client()  # same address, no device cookie
+    for _ in range(dashboard.LOGIN_MAX_FAILURES):
+        assert sign_in(attacker, "wrong-admin-key-0123456789abcd").status_code == 401
+    assert sign_in(attacker).status_code == 429  # the address is locked, right key or not
+    assert sign_in(admin).status_code == 303  # the admin's browser is not
+
+
+def test_a_device_cookie_gives_no_extra_guesses(app):
+    browser = signed_in(app)
+    browser.post("/admin/logout", data={"csrf": form_token(browser)})
+    for _ in range(dashboard.LOGIN_MAX_FAILURES):
+        assert sign_in(browser, "wrong-admin-key-0123456789abcd").status_code == 401
+    assert sign_in(browser, "another-wrong-admin-key-0123456").status_code == 429
+
+
+def test_a_forged_or_foreign_device_cookie_is_just_an_unknown_browser(app, make_app):
+    foreign = make_app(SECRET_KEY="a-different-secret-key-of-40-characters!")
+    device = signed_in(foreign).get_cookie(dashboard.DEVICE_COOKIE, path="/admin").value
+    client = app.test_client()
+    client.set_cookie(dashboard.DEVICE_COOKIE, device, path="/admin")
+    for _ in range(dashboard.LOGIN_MAX_FAILURES):
+        sign_in(client, "wrong-admin-key-0123456789abcd")
+    other = app.test_client()  # same address: locked with the client above
+    assert sign_in(other).status_code == 429
 
 
 def test_failed_sign_ins_count_as_401s_in_the_stats(app):
@@ -211,6 +252,22 @@ def test_sign_out_clears_the_cookie(app):
     assert response.status_code == 303 and response.headers["Location"] == "/admin"
     assert set_cookies(response)[dashboard.SESSION_COOKIE]["max-age"] == "0"
     assert refused(client)
+
+
+def test_sign_out_ends_the_session_for_every_copy_of_its_cookie(app):
+    client = signed_in(app)
+    copied = session_cookie(client).value  # as a shared machine's browser, or a thief, would keep it
+    client.post("/admin/logout", data={"csrf": form_token(client)})
+    thief = app.test_client()
+    thief.set_cookie(dashboard.SESSION_COOKIE, copied, path="/admin")
+    assert refused(thief)
+    assert thief.get("/admin/export").status_code == 303  # back to sign-in, nothing exported
+
+
+def test_other_sessions_stay_open_when_one_signs_out(app):
+    first, second = signed_in(app), signed_in(app)
+    first.post("/admin/logout", data={"csrf": form_token(first)})
+    assert second.get("/admin/conversations").status_code == 200
 
 
 # ---- CSRF ----------------------------------------------------------------------------------

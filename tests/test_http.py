@@ -244,3 +244,13 @@ def test_demo_page_allows_only_its_own_scripts_and_its_nonced_style(make_app):
     assert f'<style nonce="{nonce}">' in first.get_data(as_text=True)
     assert second.headers["Content-Security-Policy"] != policy  # a fresh nonce every time
     assert first.headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("path", ["/admin//x", "/admin//conversations", "//health", "/v1//openapi.json", "/admin//",
+                                  "/admin/conversations//x", "/health/", "/admin/conversations/", "/v1/chat/history/"])
+def test_no_path_answers_a_redirect_to_a_host_the_request_chose(client, path):
+    response = client.get(path, headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"})
+    location = response.headers.get("Location", "")
+    assert "evil.example" not in location and not location.startswith(("http:", "https:", "//"))
+    if not path.startswith("/admin"):  # the dashboard answers in HTML, the API never does
+        assert response.is_json, response.get_data(as_text=True)[:200]

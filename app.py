@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_te
 
 import auth
 import cli
+import connections
 import cors
 import dashboard
 import drain
@@ -68,6 +69,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
 
     logs.configure(app.logger, settings.log_format)
     requestlog.init_app(app)
+    connections.init_app(app)
     errors.init_app(app)
     cors.init_app(app)
     app.register_blueprint(public)

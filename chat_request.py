@@ -6,6 +6,9 @@ import re
 from dataclasses import dataclass
 
 MAX_MESSAGE_CHARS = 4000
+# The largest body a valid turn needs, with room to spare: 4000 characters written as JSON
+# escapes (\uXXXX, 6 bytes each: 24 kB), a session id, and fields the service ignores.
+MAX_BODY_BYTES = 64 * 1024
 # What JavaScript's String.prototype.trim() removes, which is also what `\s` means in the OpenAPI
 # document's patterns: the service, the original backend and the document then agree on what
 # "only whitespace" is (Python's own strip() also removes \x1c-\x1f and \x85).

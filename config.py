@@ -68,6 +68,10 @@ class Settings:
     heartbeat_seconds: float
     # After SIGTERM, streams in flight may go on this long before they are ended (drain.py).
     shutdown_drain_seconds: float
+    # The longest silence while a request body arrives (connections.py), and how many requests
+    # one client may have open in one worker (0: no bound).
+    request_body_timeout_seconds: float
+    client_max_open_requests: int
     cors_origins: tuple[str, ...]
     limits: Limits
     trusted_proxy_count: int
@@ -282,6 +286,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         llm_timeout_seconds=read.number("LLM_TIMEOUT_SECONDS", 60.0, kind=float, minimum=0.1),
         heartbeat_seconds=read.number("STREAM_HEARTBEAT_SECONDS", 15.0, kind=float, minimum=0.05),
         shutdown_drain_seconds=read.number("SHUTDOWN_DRAIN_SECONDS", 20.0, kind=float, minimum=0, maximum=3600),
+        request_body_timeout_seconds=read.number("REQUEST_BODY_TIMEOUT_SECONDS", 10.0, kind=float, minimum=0.1,
+                                                 maximum=600),
+        client_max_open_requests=read.number("CLIENT_MAX_OPEN_REQUESTS", 100, minimum=0),
         cors_origins=tuple(origin for origin in cors_origins if origin is not None),
         limits=Limits(
             window_ms=read.number("RATE_LIMIT_WINDOW_MS", 60000, minimum=1),

@@ -101,6 +101,7 @@ def service(redis_url: str, upstream_url: str, **env):
         "REDIS_URL": redis_url,
         "RATE_LIMIT_MAX_REQUESTS": "100000000",
         "SESSION_MAX_MESSAGES": "100000000",
+        "CLIENT_MAX_OPEN_REQUESTS": "0",  # the load generator is one client address for thousands of streams
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         **env,
     }

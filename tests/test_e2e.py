@@ -260,7 +260,8 @@ def test_a_burst_of_simultaneous_streams_on_one_worker_all_succeed(start_gunicor
 
     import aiohttp
 
-    server = start_gunicorn(WEB_CONCURRENCY="1")
+    # Every simulated visitor comes from 127.0.0.1: lift the bound on one client's open requests.
+    server = start_gunicorn(WEB_CONCURRENCY="1", CLIENT_MAX_OPEN_REQUESTS="0")
     upstream.reply = "a b c"
     upstream.token_delay = 0.2
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 
 import pytest
 import redis
+import requests
 
 import embedded_redis
 from tests.conftest import ADMIN_KEY, free_port, wait_until
@@ -29,36 +31,60 @@ def free_cluster_port() -> int:
             continue
 
 
-@pytest.fixture(scope="module")
-def cluster_url(tmp_path_factory):
-    """Three redis-server masters on loopback, slots split between them."""
-    nodes = []
-    for _ in range(3):
-        port = free_cluster_port()
-        directory = tmp_path_factory.mktemp(f"cluster-{port}")
-        process = subprocess.Popen(
-            [embedded_redis.server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--cluster-enabled", "yes", "--cluster-config-file", str(directory / "nodes.conf"),
-             "--dir", str(directory)],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=port)
-        nodes.append((port, process, client))
-    try:
-        for _, _, client in nodes:
+class Cluster:
+    """Redis Cluster nodes on loopback: `masters` masters with the slots split between them, each
+    with `replicas` replicas; node_timeout_ms is cluster-node-timeout (how long until a silent
+    master is failed over)."""
+
+    def __init__(self, directory, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 15000):
+        self.nodes: list[tuple[int, subprocess.Popen, redis.Redis]] = []
+        for _ in range(masters * (1 + replicas)):
+            port = free_cluster_port()
+            folder = directory / f"node-{port}"
+            folder.mkdir()
+            process = subprocess.Popen(
+                [embedded_redis.server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--cluster-enabled", "yes", "--cluster-config-file", str(folder / "nodes.conf"),
+                 "--cluster-node-timeout", str(node_timeout_ms), "--dir", str(folder)],
+                stdout=subprocess.DEVNULL,
+            )
+            self.nodes.append((port, process, redis.Redis(port=port, decode_responses=True)))
+        for _, _, client in self.nodes:
             assert wait_until(lambda: _answers(client), timeout=10)
-        share = SLOTS // len(nodes)
-        for i, (_, _, client) in enumerate(nodes):
-            end = SLOTS if i == len(nodes) - 1 else (i + 1) * share
+        share = SLOTS // masters
+        for i, (_, _, client) in enumerate(self.nodes[:masters]):
+            end = SLOTS if i == masters - 1 else (i + 1) * share
             client.execute_command("CLUSTER ADDSLOTS", *range(i * share, end))
-        for port, _, _ in nodes[1:]:
-            nodes[0][2].execute_command("CLUSTER MEET", "127.0.0.1", port)
-        assert wait_until(lambda: all(_cluster_ok(client) for _, _, client in nodes), timeout=20)
-        yield f"redis+cluster://127.0.0.1:{nodes[0][0]}"
-    finally:
-        for _, process, _ in nodes:
+        for port, _, _ in self.nodes[1:]:
+            self.nodes[0][2].execute_command("CLUSTER MEET", "127.0.0.1", port)
+        assert wait_until(lambda: all(_cluster_ok(c, len(self.nodes)) for _, _, c in self.nodes), timeout=20)
+        for i, (_, _, replica) in enumerate(self.nodes[masters:]):
+            master = self.nodes[i % masters][2]
+            replica.execute_command("CLUSTER REPLICATE", master.execute_command("CLUSTER MYID"))
+        assert wait_until(lambda: all(c.info("replication").get("master_link_status", "up") == "up"
+                                      for _, _, c in self.nodes), timeout=20)
+        self.url = f"redis+cluster://127.0.0.1:{self.nodes[0][0]}"
+
+    def master_of(self, key: str) -> tuple[int, subprocess.Popen]:
+        """(port, process) of the master that holds key's slot now."""
+        slot = self.nodes[0][2].execute_command("CLUSTER KEYSLOT", key)
+        for start, end, (_, port, *_), *_ in self.nodes[0][2].execute_command("CLUSTER SLOTS"):
+            if start <= slot <= end:
+                return port, next(process for p, process, _ in self.nodes if p == port)
+        raise AssertionError(f"no master holds slot {slot}")
+
+    def stop(self):
+        for _, process, _ in self.nodes:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory):
+    """Three masters on loopback, slots split between them."""
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster.url
+    cluster.stop()
 
 
 def _answers(client) -> bool:
@@ -68,9 +94,9 @@ def _answers(client) -> bool:
         return False
 
 
-def _cluster_ok(client) -> bool:
+def _cluster_ok(client, nodes: int) -> bool:
     info = client.cluster("INFO")
-    return info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == 3
+    return info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == nodes
 
 
 @pytest.fixture
@@ -138,3 +164,46 @@ def test_export_erasure_stats_and_retention_work_on_redis_cluster(make_app, clus
 
     assert app.extensions["storage"].purge_idle(app.extensions["storage"].now_ms() + 1) == 14
     assert client.get("/v1/admin/stats", headers=admin).get_json()["messages"] == 0
+
+
+def test_losing_the_master_of_the_admission_keys_costs_turns_only_until_its_replica_takes_over(
+    start_gunicorn, upstream, tmp_path
+):
+    """Redis Cluster as it really fails: 3 masters with a replica each, cluster-node-timeout 1 s,
+    two gunicorn workers; the master holding the {admission} slot (every turn's first step) is
+    killed while turns run one after another. Turns answer 503 until the replica is promoted,
+    then 200 again, with no restart; the figures are printed for docs/RELIABILITY.md."""
+    cluster = Cluster(tmp_path, masters=3, replicas=1, node_timeout_ms=1000)
+    try:
+        server = start_gunicorn(REDIS_URL=cluster.url, WEB_CONCURRENCY="2", RATE_LIMIT_MAX_REQUESTS="1000000",
+                                SESSION_MAX_MESSAGES="1000000")
+        results: list[tuple[float, int, str]] = []  # (time, status, session)
+        killed_at = None
+        with requests.Session() as http:
+            for i in range(5000):
+                session = f"failover-{i}"
+                try:
+                    status = http.post(server.url + "/v1/chat", json={"sessionId": session, "message": "hi"},
+                                       headers={"X-Api-Key": "widget-key-0123456789abcdef"}, timeout=15).status_code
+                except requests.RequestException:
+                    status = 0
+                results.append((time.monotonic(), status, session))
+                if killed_at is None and i == 50:
+                    port, process = cluster.master_of("ocw:{admission}:x")
+                    process.kill()
+                    killed_at = time.monotonic()
+                after = [s for t, s, _ in results if killed_at and t > killed_at]
+                if after.count(200) >= 30 or (killed_at and time.monotonic() - killed_at > 60):
+                    break
+        after = [(t, s) for t, s, _ in results if t > killed_at]
+        assert {s for _, s, _ in results} <= {200, 503}, "every answer is a 200 or a JSON 503, never a 500"
+        assert after[-1][1] == 200 and [s for _, s in after].count(200) >= 30, "the service did not recover"
+        first_ok = next(t for t, s in after if s == 200)
+        acknowledged = [session for _, s, session in results if s == 200]
+        survivor = redis.RedisCluster.from_url(cluster.url.replace("redis+cluster", "redis"), decode_responses=True)
+        lost = [session for session in acknowledged if not survivor.exists(f"ocw:session:{session}")]
+        print(f"cluster failover: 503 for {first_ok - killed_at:.2f} s ({[s for _, s in after].count(503)} turns), "
+              f"then 200; {len(acknowledged)} acknowledged turns, {len(lost)} lost")
+        assert lost == [], lost
+    finally:
+        cluster.stop()

@@ -24,9 +24,9 @@ import logs
 import ops
 import requestlog
 import storage
+from chat_request import SESSION_ID, SESSION_ID_RULE, ChatTurn
 from config import Settings, load_settings
 from errors import json_error
-from chat_request import SESSION_ID, SESSION_ID_RULE, ChatTurn
 from llm import DemoResponder, OpenAIClient, UpstreamError, estimate_tokens
 
 ROOT = Path(__file__).resolve().parent
@@ -287,7 +287,8 @@ def ndjson(**event) -> bytes:
 
 
 def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heartbeat_seconds,
-                shutdown: drain.Drain, client: socket.socket | None = None, reserved_tokens: int = 0) -> Iterator[bytes]:
+                shutdown: drain.Drain, client: socket.socket | None = None,
+                reserved_tokens: int = 0) -> Iterator[bytes]:
     """The NDJSON lines of one streamed turn, each yielded as soon as it exists.
 
     A ping goes out after each heartbeat of upstream silence: it keeps idle proxies from cutting

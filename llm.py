@@ -79,7 +79,8 @@ class UpstreamStatusError(UpstreamError):
         elif status == 404 or (status == 400 and "model" in upstream_message.lower()):
             message, cause = UNAVAILABLE_MESSAGE, f"the model server does not know OPENAI_MODEL={model!r}"
         elif status == 429:
-            message, cause = "The assistant is busy. Please try again in a moment.", "the model server is rate limiting this service"
+            message = "The assistant is busy. Please try again in a moment."
+            cause = "the model server is rate limiting this service"
             self.status_code, self.retry_after = 503, retry_after
         elif 400 <= status < 500:
             message, cause = UNAVAILABLE_MESSAGE, "the model server refused the request"
@@ -339,7 +340,8 @@ class OpenAIClient:
         try:
             body = json.loads(response.data)
         except ValueError as exc:
-            raise UpstreamProtocolError("The model sent an unreadable reply", "the model server's reply is not JSON") from exc
+            raise UpstreamProtocolError("The model sent an unreadable reply",
+                                        "the model server's reply is not JSON") from exc
         if isinstance(body, dict) and body.get("error"):  # an error object inside a 200
             raise UpstreamError("The model failed to answer. Please try again.",
                                 f"the model server reported an error: {self._upstream_message(body)}")
@@ -492,7 +494,8 @@ def _sse_deltas(response: urllib3.BaseHTTPResponse, facts: StreamFacts, upstream
                 if complete:  # e.g. a usage chunk cut after the finish_reason: the reply is whole
                     facts.skipped_lines += 1
                     break
-                raise UpstreamProtocolError("The model stream was cut off", "the model stream ended in the middle of a line")
+                raise UpstreamProtocolError("The model stream was cut off",
+                                            "the model stream ended in the middle of a line")
             if not line:  # the end of an event
                 facts.skipped_lines += len(event_data)
                 event_data.clear()

@@ -479,7 +479,8 @@ class Storage:
         if output_tokens != reserved_tokens:
             counters.append(self._daily_tokens_change(output_tokens - reserved_tokens))
         if output_tokens:
-            counters.append((self.keys.hourly_count("outputTokens", self.utc_hour()), output_tokens, HOURLY_COUNT_LIFETIME_MS))
+            hour = self.utc_hour()
+            counters.append((self.keys.hourly_count("outputTokens", hour), output_tokens, HOURLY_COUNT_LIFETIME_MS))
         if finish_reason:
             counters.append((self.keys.hourly_count("incompleteReplies", self.utc_hour()), 1, HOURLY_COUNT_LIFETIME_MS))
         if counters:

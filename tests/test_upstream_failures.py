@@ -4,8 +4,8 @@ one line, never a key)."""
 from __future__ import annotations
 
 import json
-from email.utils import formatdate
 import time
+from email.utils import formatdate
 
 import pytest
 

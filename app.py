@@ -59,7 +59,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     if settings.trusted_proxy_count:
         app.wsgi_app = auth.TrustedProxies(app.wsgi_app, settings.trusted_proxy_count, settings.trusted_proxy_networks)
 
-    redis_url = settings.redis_url or embedded_redis.ensure_running(settings.data_dir)
+    redis_url = settings.redis_url or embedded_redis.ensure_running(settings.data_dir, settings.env)
     client = storage.connect(redis_url, tls_verify=settings.redis_tls_verify)
     app.extensions["storage"] = storage.Storage(client, settings.redis_prefix, retention_ms=settings.retention_ms)
     app.extensions["model"] = make_model(settings, app.logger)

@@ -241,10 +241,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "*" in cors_entries and production:
         read.problems.append("CORS_ORIGIN='*' is only allowed when APP_ENV=development")
     cors_origins = tuple(entry if entry == "*" else serialized_origin(entry) for entry in cors_entries)
-    if None in cors_origins:
-        read.problems.append("CORS_ORIGIN entries must be '*' (development only), origins such as "
-                             "https://www.example.com, or https://*.example.com for its subdomains; an entry "
-                             "with a path, a query, credentials or another scheme can never match a browser")
+    never_match = [entry for entry, origin in zip(cors_entries, cors_origins) if origin is None]
+    if never_match:
+        # Origins are public (browsers send them with every request), so naming them is safe.
+        read.problems.append(
+            f"CORS_ORIGIN entries {', '.join(repr(entry) for entry in never_match)} can never match what a browser "
+            "sends: use origins such as https://www.example.com (scheme, host and port only: no path, query or "
+            "credentials), https://*.example.com for every subdomain of a name with a dot, or '*' (development only)")
 
     retention_days = read.number("CONVERSATION_RETENTION_DAYS", None, kind=float, minimum=0, maximum=36500)
     if retention_days == 0:

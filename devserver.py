@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from config import ConfigError, load_settings
+
 
 def load_or_create_keys(data_dir: Path) -> dict:
     """The development keys kept in data_dir/dev-keys.json, generated on first use."""
@@ -52,6 +54,11 @@ def main() -> None:
         cli.ocw(args=sys.argv[2:], prog_name="scripts/ops.sh")
         return
     data_dir, generated = use_development_defaults()
+    try:
+        load_settings()  # refuse a bad setting before the banner invites anyone to use the service
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(1)
     port = os.environ.setdefault("PORT", "8000")
     base_url = f"http://localhost:{port}"
     print(f"\nOpen Chat Widget (development) at {base_url}")

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import time
 
+from config import ConfigError
+
 START_TIMEOUT_SECONDS = 10.0
 
 
@@ -50,16 +52,42 @@ def answers(path: str) -> bool:
         return False
 
 
-def ensure_running(data_dir: str) -> str:
-    """Start the embedded server for data_dir unless one already answers; return its URL."""
+class SharedDataDir(ConfigError):
+    """DATA_DIR holds the embedded Redis of a service running in another APP_ENV."""
+
+
+def ensure_running(data_dir: str, app_env: str) -> str:
+    """Start the embedded server for data_dir unless one already answers; return its URL.
+
+    The server remembers the APP_ENV that started it (data_dir/redis.env): a production service
+    pointed at the folder of a running development server (the same checkout, the default
+    DATA_DIR) would otherwise share its conversations and fail when it stops. Raises
+    SharedDataDir then.
+    """
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     path = socket_path(data_dir)
+    owner_env = os.path.join(data_dir, "redis.env")
     # The lock makes simultaneous callers (workers booting together) start one server, not several.
     with open(os.path.join(data_dir, "redis.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not answers(path):
             _start(data_dir, path)
+            with open(owner_env, "w") as file:
+                file.write(app_env)
+        elif _read(owner_env) not in (app_env, None):
+            raise SharedDataDir([
+                f"DATA_DIR {data_dir} holds the embedded Redis of a running {_read(owner_env)} service: "
+                "give this one its own DATA_DIR, or a REDIS_URL"
+            ])
     return f"unix://{path}"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as file:
+            return file.read().strip()
+    except FileNotFoundError:
+        return None
 
 
 def _start(data_dir: str, path: str) -> None:

@@ -84,7 +84,11 @@ def on_starting(server):
     if settings.redis_url is None:
         import embedded_redis
 
-        embedded_redis.ensure_running(settings.data_dir)
+        try:
+            embedded_redis.ensure_running(settings.data_dir, settings.env)
+        except embedded_redis.SharedDataDir as exc:
+            print(exc, file=sys.stderr)
+            sys.exit(1)
 
 
 def post_worker_init(worker):

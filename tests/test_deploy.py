@@ -196,3 +196,16 @@ def test_the_heroku_button_deploys_the_repository_it_is_clicked_from():
     readme = (ROOT / "README.md").read_text()
     assert "(https://heroku.com/deploy)" in readme  # no template=: Heroku uses the page the click came from
     assert "OWNER/REPOSITORY" not in readme
+
+
+def test_production_refuses_the_data_folder_of_a_running_development_server(start_gunicorn, tmp_path):
+    """The same checkout's default DATA_DIR: production would share the development server's
+    conversations, then answer 503 for good when it stops."""
+    data = tmp_path / "shared-data"
+    development = start_gunicorn(APP_ENV="development", REDIS_URL=None, DATA_DIR=str(data), OPENAI_API_KEY=None,
+                                 CORS_ORIGIN="*", WEB_CONCURRENCY="1")
+    assert requests.get(development.url + "/ready", timeout=5).status_code == 200
+    production = start_gunicorn(wait=False, REDIS_URL=None, DATA_DIR=str(data), WEB_CONCURRENCY="1")
+    assert production.process.wait(timeout=30) == 1
+    assert "holds the embedded Redis of a running development service" in production.output()
+    assert requests.get(development.url + "/ready", timeout=5).status_code == 200  # untouched

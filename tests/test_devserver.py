@@ -70,3 +70,12 @@ def test_the_ops_command_line_beside_the_launcher_needs_no_exported_keys(devserv
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0 and "all" in checked.stdout and "checks passed" in checked.stdout, checked.stdout
     assert widget_key not in listed.stdout + listed.stderr + checked.stdout + checked.stderr
+
+
+def test_a_setting_that_cannot_work_stops_the_launcher_before_its_banner(tmp_path):
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PORT": str(free_port()),
+           "DATA_DIR": str(tmp_path / "data"), "CORS_ORIGIN": "https://shop.example.com/path"}
+    result = subprocess.run([RUNTIME_PYTHON, "devserver.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert "CORS_ORIGIN" in result.stderr and "Try: curl" not in result.stdout

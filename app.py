@@ -295,11 +295,13 @@ def relay_reply(model, turns, logger, conversation_id, session_id, prompt, heart
     the stream. Before it, the client's socket (gunicorn's, when there is one) is looked at: a
     client that has closed its end is noticed there, within one heartbeat, and the stream ends.
     Otherwise only a failed write would tell (the WSGI server then closes this generator), and
-    the first write into a socket the client has closed still succeeds. When the process is stopping and the
-    shutdown's deadline passes, the stream ends with an `error` line whose `code` is
-    "restarting" (the widget sends the message again by itself). If the reply does not finish,
-    whatever arrived is stored marked interrupted. The tokens the turn's admission reserved of
-    the daily budget are settled with the reply, or given back if nothing was stored.
+    the first write into a socket the client has closed still succeeds.
+
+    When the process is stopping and the shutdown's deadline passes, the stream ends with an
+    `error` line whose `code` is "restarting" (the widget sends the message again by itself).
+    If the reply does not finish, whatever arrived is stored marked interrupted. The tokens the
+    turn's admission reserved of the daily budget are settled with the reply, or given back if
+    nothing was stored.
     """
     yield ndjson(type="start", conversationId=conversation_id)
     parts: list[str] = []

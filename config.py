@@ -132,7 +132,7 @@ def serialized_origin(entry: str) -> str | None:
         return None
     wildcard = host.startswith("*.")
     labels = host[2:] if wildcard else host
-    if not labels or "*" in labels or "." not in labels and wildcard:
+    if not labels or "*" in labels or (wildcard and "." not in labels):
         return None
     try:
         labels = labels.encode("idna").decode("ascii") if not labels.isascii() else labels

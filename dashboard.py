@@ -7,9 +7,9 @@ Every request checks that HMAC against the keys configured now, so removing a ke
 ADMIN_API_KEY ends the sessions opened with it, and that the session is still open, so signing
 out ends it for every copy of the cookie. Failed sign-ins are limited per client address; a
 browser that has signed in before carries a signed device cookie and is limited on its own
-(device cookies, as OWASP recommends), so others' failures cannot lock its admin out. Pages carry a strict Content-Security-Policy: no inline script or
-style, only the dashboard's own stylesheet and the small script that shows times in the
-reader's time zone. Jinja escapes everything stored, so messages show as text.
+(device cookies, as OWASP recommends), so others' failures cannot lock its admin out. Pages
+carry a strict Content-Security-Policy: no inline script or style, only the dashboard's own
+stylesheet and the small script that shows times in the reader's time zone. Jinja escapes everything stored, so messages show as text.
 """
 from __future__ import annotations
 

@@ -217,6 +217,11 @@ if redis.call('INCR', KEYS[1]) == 1 or redis.call('PTTL', KEYS[1]) < 0 then redi
 return {1, 0}
 """
 
+# Un-counts one attempt of a sign-in window (KEYS[1]) if the window still exists.
+GIVE_BACK_ATTEMPT_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end
+"""
+
 # Removes a session mapping only if it still points at the given conversation.
 UNMAP_SESSION_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -399,8 +404,11 @@ class Storage:
         return bool(taken), max(int(retry_ms), 0)
 
     def give_back_login_attempt(self, client: str) -> None:
-        """Un-count the attempt of a sign-in that succeeded: only failures fill the window."""
-        self.client.decr(self.keys.login_failures(client))
+        """Un-count the attempt of a sign-in that succeeded: only failures fill the window.
+
+        Only while the window exists: a plain DECR after it expired would leave a counter of -1
+        that never expires (one free attempt for ever)."""
+        self._run(self.client, GIVE_BACK_ATTEMPT_SCRIPT, [self.keys.login_failures(client)])
 
     def open_dashboard_session(self, session_id: str, lifetime_ms: int) -> None:
         """Record a dashboard session as open, for lifetime_ms at most (its cookie's lifetime)."""

@@ -468,3 +468,11 @@ def test_development_generates_one_secret_in_the_data_folder_shared_by_every_wor
     other_worker = second.test_client()
     other_worker.set_cookie(dashboard.SESSION_COOKIE, session_cookie(signed_in(first)).value, path="/admin")
     assert other_worker.get("/admin/conversations").status_code == 200
+
+
+def test_a_sign_in_whose_window_expired_meanwhile_leaves_no_counter_behind(app, redis_client):
+    storage = app.extensions["storage"]
+    assert storage.take_login_attempt("203.0.113.5", dashboard.LOGIN_MAX_FAILURES, 60000) == (True, 0)
+    redis_client.delete("ocw:{admission}:login:203.0.113.5")  # the window expires before the key is checked
+    storage.give_back_login_attempt("203.0.113.5")
+    assert redis_client.exists("ocw:{admission}:login:203.0.113.5") == 0  # not a -1 that never expires

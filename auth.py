@@ -1,22 +1,18 @@
-"""Who may call what: widget and admin key checks, and the admission of chat requests
-(per-IP rate limit, per-session quota, daily budget).
-
-`chat_guard` and `admin_guard` are the `before_request` hooks of the two blueprints.
+"""Who is calling, and with which key: widget and admin key checks, client identity behind
+proxies, and the admin blueprint's hook (`admin_guard`). The chat blueprint's admission, which
+also counts quotas and budgets, is chat.admit.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import ipaddress
-import math
 import re
 
-from flask import current_app, g, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from flask import current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-import chat_request
-import storage
+import services
 from errors import json_error
 
 
@@ -129,7 +125,8 @@ def client_identity(address: str | None) -> str:
     return str(ip)
 
 
-def _unauthorized(presented: str | None):
+def unauthorized(presented: str | None):
+    """The 401 for a missing or wrong key, logged with the presented key's fingerprint only."""
     current_app.logger.warning(
         "401 %s %s from %s key=%s",
         request.method, request.path, client_ip(), fingerprint(presented),
@@ -137,66 +134,21 @@ def _unauthorized(presented: str | None):
     return json_error(401, "Unauthorized")
 
 
-def _read_turn():
-    """(turn, refusal): the chat turn of this request, or the error response its body earns."""
-    # A valid body is a few kB; parsing 2 MB of JSON blocks every stream of the worker for ~86 ms.
-    request.max_content_length = chat_request.MAX_BODY_BYTES
-    try:
-        data = request.get_data()
-    except RequestEntityTooLarge:
-        data = None
-    except HTTPException:
-        raise  # a client that left mid-body, or was too slow (connections.py)
-    except Exception:  # from the WSGI server's reader, e.g. gunicorn's InvalidChunkSize
-        return None, json_error(400, "Invalid request body", details={"body": "could not be read"})
-    # werkzeug silently cuts a chunked body at MAX_CONTENT_LENGTH, so a body without a
-    # Content-Length that fills the limit is too large too.
-    if data is None or (request.content_length is None and len(data) >= chat_request.MAX_BODY_BYTES):
-        return None, json_error(413, "Request body too large")
-    try:
-        return chat_request.parse(data), None
-    except chat_request.InvalidBody as exc:
-        return None, json_error(400, "Invalid request body", details=exc.details)
-
-
-def chat_guard():
-    """Admit a chat request: rate limit, then the widget key, then the body, then the session
-    quota and the daily budget.
-
-    Every Redis check happens in one round trip (storage.admit), which also finds the session's
-    conversation. Only a valid turn with a valid key counts against the session and the budget,
-    so nobody without the key can spend them.
-    """
-    settings = current_app.config["SETTINGS"]
+def widget_key() -> tuple[str | None, bool]:
+    """(the presented widget key, whether it is one of WIDGET_API_KEY's keys): from
+    `X-Api-Key`, `X-Widget-Api-Key` (the original widget's header) or `Authorization: Bearer`."""
     presented = presented_key(("X-Api-Key", "X-Widget-Api-Key"))
-    key_ok = current_app.extensions["widget_keys"].accepts(presented)
-    turn, refusal = _read_turn() if key_ok and request.method == "POST" else (None, None)
-    admission = storage.current().admit(
-        client_ip(), turn.session_id if turn else None, settings.limits, key_valid=key_ok
-    )
-    retry_after = {"Retry-After": str(max(1, math.ceil(admission.retry_after_ms / 1000)))}
-    if admission.verdict == "ip":
-        return json_error(429, "Too many requests", headers=retry_after)
-    if not key_ok:
-        return _unauthorized(presented)
-    if refusal is not None:
-        return refusal
-    if admission.verdict == "session":
-        return json_error(429, "Too many messages in this conversation, try again later", headers=retry_after)
-    if admission.verdict == "budget":
-        return json_error(429, "Daily budget exhausted", headers=retry_after)
-    g.chat_turn, g.conversation_id = turn, admission.conversation_id
-    return None
+    return presented, services.current().widget_keys.accepts(presented)
 
 
 def admin_guard():
-    """503 when no admin key is configured, else the admin key."""
-    keys = current_app.extensions["admin_keys"]
+    """The admin blueprint's hook: 503 when no admin key is configured, else the admin key."""
+    keys = services.current().admin_keys
     if not keys:
         return json_error(503, "ADMIN_API_KEY is not configured on this deployment")
     presented = presented_key(("X-Admin-Api-Key",))
     if not keys.accepts(presented):
         # Chat 401s are counted by the admission script; admin ones cost this one write.
-        storage.current().count("unauthorized")
-        return _unauthorized(presented)
+        services.current().store.counts.add("unauthorized")
+        return unauthorized(presented)
     return None

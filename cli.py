@@ -10,40 +10,41 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import datetime, timezone
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
 from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
-import chat_request
 import ops
+import services
 import storage
+from chat import SESSION_ID, SESSION_ID_RULE
 from config import ConfigError, Settings
-from llm import UpstreamError, UpstreamStatusError
+from llm import OpenAIClient, UpstreamError, UpstreamStatusError
+
+APP_PATH = Path(__file__).resolve().with_name("app.py")
 
 
 def the_app() -> Flask:
     """The app of this command: the one Flask's CLI loaded, else one built from the environment."""
     if current_app:
-        return current_app._get_current_object()
+        return current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's app
     context = click.get_current_context()
-    info = context.find_object(ScriptInfo)
-    if info is not None:
+    # Under `python cli.py` there is no ScriptInfo: locate the app as `flask --app app.py` would,
+    # by its path (app.py imports this module to register the commands).
+    info = context.find_object(ScriptInfo) or ScriptInfo(app_import_path=str(APP_PATH))
+    try:
         app = info.load_app()
-    else:
-        from app import create_app  # imported here: app.py imports this module
-
-        try:
-            app = create_app()
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     context.with_resource(app.app_context())
     return app
 
 
 def the_store() -> storage.Storage:
-    return the_app().extensions["storage"]
+    return services.of(the_app()).store
 
 
 def confirm(question: str, yes: bool) -> None:
@@ -53,8 +54,8 @@ def confirm(question: str, yes: bool) -> None:
 
 
 def valid_session_id(_context, _param, value: str) -> str:
-    if not chat_request.SESSION_ID.fullmatch(value):
-        raise click.BadParameter(chat_request.SESSION_ID_RULE)
+    if not SESSION_ID.fullmatch(value):
+        raise click.BadParameter(SESSION_ID_RULE)
     return value
 
 
@@ -86,13 +87,13 @@ def conversations():
               help="Only the conversation of this sessionId.")
 def list_conversations(limit: int, cursor: str | None, session_id: str | None):
     """Conversations, most recently updated first: id, last update (UTC), messages, session."""
-    turns = the_store()
+    conversations = the_store().conversations
     if session_id:
-        found = turns.session_conversation(session_id)
+        found = conversations.of_session(session_id)
         summaries, next_cursor = [found] if found else [], None
     else:
         try:
-            page = turns.list_conversations(limit, cursor)
+            page = conversations.page(limit, cursor)
         except storage.InvalidCursor:
             raise click.BadParameter("not a cursor printed by this command", param_hint="--cursor") from None
         summaries, next_cursor = page.conversations, page.next_cursor
@@ -107,7 +108,7 @@ def list_conversations(limit: int, cursor: str | None, session_id: str | None):
 @click.argument("conversation_id")
 def show(conversation_id: str):
     """One conversation and its messages, as JSON."""
-    found = the_store().get_conversation(conversation_id)
+    found = the_store().conversations.get(conversation_id)
     if found is None:
         raise click.ClickException("Conversation not found")
     summary, messages = found
@@ -188,7 +189,7 @@ def check():
     except click.ClickException as exc:
         report(False, "configuration", exc.message)
     else:
-        settings: Settings = app.config["SETTINGS"]
+        settings = services.of(app).settings
         report(True, "configuration", describe(settings))
         for note in notes(settings):
             click.echo(f"note  {note}")
@@ -222,7 +223,7 @@ def notes(settings: Settings) -> list[str]:
 def check_redis(app: Flask, settings: Settings) -> tuple[bool, str, str]:
     where = redacted(settings.redis_url) if settings.redis_url else f"embedded server in {settings.data_dir}"
     try:
-        app.extensions["storage"].ping()
+        services.of(app).store.ping()
     except storage.UNAVAILABLE as exc:
         return False, "redis", f"{where} does not answer ({type(exc).__name__}: {exc})"
     return True, "redis", f"{where} answers"
@@ -234,7 +235,8 @@ def check_model(app: Flask, settings: Settings) -> tuple[bool, str, str]:
     A failure names the upstream's own reason."""
     if settings.demo_mode:
         return True, "model", "no OPENAI_API_KEY in development: replies come from the offline demo responder"
-    model = app.extensions["model"]
+    model = services.of(app).model
+    assert isinstance(model, OpenAIClient)  # the demo responder was answered above
     try:
         listed = settings.openai_model in model.list_models()
     except UpstreamStatusError as exc:

@@ -166,9 +166,13 @@ class _Reader:
         self.environ = environ
         self.problems: list[str] = []
 
-    def text(self, name: str, default: str | None = None) -> str | None:
-        value = self.environ.get(name, "").strip()
-        return value or default
+    def text(self, name: str) -> str | None:
+        """The variable's value without surrounding spaces; None when unset or blank."""
+        return self.environ.get(name, "").strip() or None
+
+    def text_or(self, name: str, default: str) -> str:
+        """The variable's value, or default when unset or blank."""
+        return self.text(name) or default
 
     def flag(self, name: str, default: bool) -> bool:
         raw = (self.text(name) or str(default)).lower()
@@ -206,7 +210,7 @@ class _Reader:
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from environ (default os.environ) or raise ConfigError listing every problem."""
     read = _Reader(os.environ if environ is None else environ)
-    env = read.text("APP_ENV", "production")
+    env = read.text_or("APP_ENV", "production")
     if env not in ("production", "development"):
         read.problems.append("APP_ENV must be 'production' or 'development'")
     production = env != "development"
@@ -223,7 +227,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         # It goes into an HTTP header, which carries visible ASCII only; name the rule, never the value.
         read.problems.append("OPENAI_API_KEY must be visible ASCII characters only (no spaces, dashes such as "
                              "'–' or quotes pasted from a document)")
-    openai_base_url = read.text("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
+    openai_base_url = read.text_or("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
     if not http_url(openai_base_url):
         read.problems.append("OPENAI_BASE_URL must be an http:// or https:// URL with a host, in ASCII "
                              "(an international host name in its xn-- form)")
@@ -233,7 +237,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         read.problems.append("REDIS_URL must start with redis://, rediss://, unix:// or redis+cluster://")
     elif redis_url and not valid_url(redis_url):
         read.problems.append("REDIS_URL must be a URL in ASCII with a valid port (percent-encode other characters)")
-    prefix = read.text("REDIS_PREFIX", "ocw")
+    prefix = read.text_or("REDIS_PREFIX", "ocw")
     if any(ch in prefix for ch in "{} "):
         read.problems.append("REDIS_PREFIX must not contain braces or spaces")
 
@@ -265,7 +269,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         read.problems.append("TRUSTED_PROXY_IPS must list IP addresses or networks (10.0.0.0/8, 2001:db8::/32), "
                              "separated by commas")
         trusted_proxy_networks = ()
-    log_format = (read.text("LOG_FORMAT", "text")).lower()
+    log_format = read.text_or("LOG_FORMAT", "text").lower()
     if log_format not in ("text", "json"):
         read.problems.append("LOG_FORMAT must be 'text' or 'json'")
 
@@ -280,8 +284,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         redis_prefix=prefix,
         openai_api_key=openai_api_key,
         openai_base_url=openai_base_url,
-        openai_model=read.text("OPENAI_MODEL", "gpt-4.1-mini"),
-        system_prompt=read.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
+        openai_model=read.text_or("OPENAI_MODEL", "gpt-4.1-mini"),
+        system_prompt=read.text_or("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
         max_history_messages=read.number("MAX_HISTORY_MESSAGES", 30, minimum=1, maximum=1000),
         max_output_tokens=max_output_tokens,
         max_history_chars=read.number("MAX_HISTORY_CHARS", 24000, minimum=1),
@@ -304,7 +308,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         trusted_proxy_count=read.number("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10),
         trusted_proxy_networks=trusted_proxy_networks,
-        data_dir=os.path.abspath(read.text("DATA_DIR", "data")),
+        data_dir=os.path.abspath(read.text_or("DATA_DIR", "data")),
         # Fractions are allowed, so tests can use a retention of seconds (0.00005 days = 4.32 s).
         retention_ms=max(1, round(retention_days * DAY_MS)) if retention_days else None,
         log_format=log_format,

@@ -1,5 +1,6 @@
 """What one client may hold of a worker: a deadline on the silence while its request body
-arrives, and a bound on how many requests one client has open at once.
+arrives, and a bound on how many requests one client has open at once; and whether a client
+is still connected.
 
 gevent workers give a request body no time limit: about 2,000 connections that each sent a chat
 request's headers and one byte of its body held every connection of two workers, and /health
@@ -7,6 +8,7 @@ stopped answering. gunicorn bounds the headers (`keepalive`, 5 s); this bounds t
 """
 from __future__ import annotations
 
+import select
 import socket
 from collections import Counter
 
@@ -15,6 +17,7 @@ from werkzeug.exceptions import ClientDisconnected
 
 import auth
 import errors
+import services
 from errors import json_error
 
 # Requests a client can open without holding anything that matters (monitoring).
@@ -48,13 +51,13 @@ def _admit_connection():
     """Before anything else reads the request: bound its client's open requests, then give the
     body a deadline on silence. Both need the connection, gunicorn's socket: without one (a WSGI
     test client) there is nothing to hold or to time out."""
-    settings = current_app.config["SETTINGS"]
+    settings = services.current().settings
     sock = request.environ.get("gunicorn.socket")
     if sock is None:
         return None
     if settings.client_max_open_requests and request.path not in EXEMPT_PATHS:
         client = auth.client_ip()
-        if not current_app.extensions["open_requests"].open(client, settings.client_max_open_requests):
+        if not services.current().open_requests.open(client, settings.client_max_open_requests):
             current_app.logger.warning("429 %s: %d requests already open from %s", request.method,
                                        settings.client_max_open_requests, client)
             return json_error(429, "Too many open requests from this client", headers={"Retry-After": "1"})
@@ -72,7 +75,7 @@ def _release_connection(response):
         request.environ["gunicorn.socket"].settimeout(g.pop("body_socket_timeout"))
     client = g.pop("open_request_client", None)
     if client is not None:
-        open_requests = current_app.extensions["open_requests"]
+        open_requests = services.current().open_requests
         response.call_on_close(lambda: open_requests.close(client))
     return response
 
@@ -99,9 +102,23 @@ def _body_stopped(exc: ClientDisconnected):
     return json_error(408, "Request body not received in time")
 
 
+def peer_closed(client: socket.socket | None) -> bool:
+    """True if the other end of a connection has closed it (its FIN or RST is waiting to be read).
+
+    Never blocks: a zero-timeout select, then a peek only at a socket that has something to read
+    (a client that is still there sends nothing while its response streams).
+    """
+    if client is None:
+        return False
+    try:
+        readable, _, _ = select.select([client], [], [], 0)
+        return bool(readable) and client.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):  # reset, or already closed
+        return True
+
+
 def init_app(app: Flask) -> None:
     """Register after requestlog (so refusals are logged with an id) and before the blueprints."""
-    app.extensions["open_requests"] = OpenRequests()
     app.before_request(_admit_connection)
     app.after_request(_release_connection)
     app.register_error_handler(ClientDisconnected, _body_stopped)

@@ -5,7 +5,7 @@ import re
 
 from flask import Flask, current_app, request
 
-import storage
+import services
 from errors import json_error
 
 ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
@@ -46,7 +46,7 @@ class AllowedOrigins:
 
 def origin_allowed(origin: str) -> bool:
     """An origin of CORS_ORIGIN (AllowedOrigins), or our own origin, which always passes."""
-    return origin in current_app.extensions["allowed_origins"] or origin == request.host_url.rstrip("/")
+    return origin in services.current().allowed_origins or origin == request.host_url.rstrip("/")
 
 
 def _refuse_foreign_origins():
@@ -60,7 +60,7 @@ def _refuse_foreign_origins():
         return current_app.response_class(status=204)
     if origin and request.method not in SAFE_METHODS and not origin_allowed(origin):
         current_app.logger.warning("403 %s %s from origin not allowed", request.method, request.path)
-        storage.current().count("refusedOrigins")
+        services.current().store.counts.add("refusedOrigins")
         return json_error(403, "Origin not allowed")
     return None
 
@@ -74,14 +74,13 @@ def _add_headers(response):
         response.headers["Access-Control-Max-Age"] = "600"
     response.vary.add("Origin")
     response.headers.update(SECURITY_HEADERS)
-    if current_app.config["SETTINGS"].production:
+    if services.current().settings.production:
         response.headers["Strict-Transport-Security"] = HSTS
     return response
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["allowed_origins"] = AllowedOrigins(app.config["SETTINGS"].cors_origins)
-    if not app.config["SETTINGS"].cors_origins:
+    if not services.of(app).settings.cors_origins:
         app.logger.warning("CORS_ORIGIN is not set: no browser on another origin can use the widget")
     app.before_request(_refuse_foreign_origins)
     app.after_request(_add_headers)

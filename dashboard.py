@@ -28,8 +28,9 @@ from werkzeug.exceptions import HTTPException
 
 import auth
 import ops
+import services
 import storage
-from chat_request import SESSION_ID, SESSION_ID_RULE
+from chat import SESSION_ID, SESSION_ID_RULE
 from config import Settings
 
 SESSION_COOKIE = "ocw_admin_session"
@@ -66,8 +67,9 @@ class AdminSession:
     session_id: str
 
 
-class Sessions:
-    """Issues and checks the session cookie and the sign-in form's token."""
+class DashboardCookies:
+    """Issues and checks the dashboard's signed cookies: the session, the sign-in form's token
+    and the device that signed in before."""
 
     def __init__(self, secret: str, admin_keys: tuple[str, ...]):
         self._sessions = URLSafeTimedSerializer(secret, salt="ocw-dashboard-session", signer_kwargs=SIGNER)
@@ -92,7 +94,7 @@ class Sessions:
     def read(self, cookie: str | None) -> AdminSession | None:
         """The session of a cookie, or None if it is missing, forged, tampered with, expired, or
         was opened with a key that is no longer configured. Whether it is still open (not signed
-        out) is Redis's to say (storage.dashboard_session_open)."""
+        out) is Redis's to say (storage.Storage.dashboard_sessions)."""
         data = self._signed(self._sessions, cookie, SESSION_SECONDS, ("key", "csrf", "sid"))
         return AdminSession(data["key"], data["csrf"], data["sid"]) if data else None
 
@@ -160,20 +162,13 @@ def session_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def init_app(app: Flask) -> None:
-    settings = app.config["SETTINGS"]
-    app.extensions["dashboard_sessions"] = Sessions(session_secret(settings), settings.admin_keys)
-    app.register_blueprint(dashboard)
-
-
-def sessions() -> Sessions:
-    return current_app.extensions["dashboard_sessions"]
-
+def cookies() -> DashboardCookies:
+    return services.current().dashboard_cookies
 
 
 def cookie_flags() -> dict:
     # Secure in production, where the service sits behind HTTPS; plain HTTP works in development.
-    production = current_app.config["SETTINGS"].production
+    production = services.current().settings.production
     return {"path": "/admin", "httponly": True, "samesite": "Strict", "secure": production}
 
 
@@ -211,11 +206,11 @@ def guard():
     POST but the sign-in, the session's CSRF token."""
     if request.endpoint == "dashboard.static":
         return None
-    if not current_app.extensions["admin_keys"]:
+    if not services.current().admin_keys:
         return error_page(503, "Dashboard unavailable", "ADMIN_API_KEY is not configured on this deployment.")
     cookie = request.cookies.get(SESSION_COOKIE)
-    g.admin = sessions().read(cookie)
-    if g.admin is not None and not storage.current().dashboard_session_open(g.admin.session_id):
+    g.admin = cookies().read(cookie)
+    if g.admin is not None and not services.current().store.dashboard_sessions.is_open(g.admin.session_id):
         g.admin = None  # signed out: this cookie is a copy of one that no longer opens anything
     if request.endpoint in OPEN_ENDPOINTS:
         return None
@@ -259,7 +254,7 @@ def storage_unavailable(exc):
 
 def login_page(status: int = 200, error: str | None = None, headers: dict | None = None):
     """The sign-in form, with a fresh CSRF token in its hidden field and in a signed cookie."""
-    token, signed = sessions().login_form_token()
+    token, signed = cookies().login_form_token()
     response = page("login.html", status, headers, error=error, csrf=token)
     response.set_cookie(LOGIN_COOKIE, signed, max_age=LOGIN_FORM_SECONDS, **cookie_flags())
     return response
@@ -277,30 +272,31 @@ def login_form():
 def login():
     """Open a session for a configured admin key. Attempts are limited per client address, or
     per device for a browser that signed in before (so others' failures cannot lock it out)."""
-    if not sessions().login_form_valid(request.cookies.get(LOGIN_COOKIE), request.form.get("csrf", "")):
+    if not cookies().login_form_valid(request.cookies.get(LOGIN_COOKIE), request.form.get("csrf", "")):
         return login_page(403, "The sign-in form expired or was not sent by this page. Please try again.")
-    device = sessions().device(request.cookies.get(DEVICE_COOKIE))
+    device = cookies().device(request.cookies.get(DEVICE_COOKIE))
     client = f"device:{device}" if device else auth.client_ip()
     # Taken before the key is looked at, so that a blocked client cannot confirm a guess either.
-    allowed, retry_ms = storage.current().take_login_attempt(client, LOGIN_MAX_FAILURES, LOGIN_WINDOW_MS)
+    store = services.current().store
+    allowed, retry_ms = store.limits.take_sign_in_attempt(client, LOGIN_MAX_FAILURES, LOGIN_WINDOW_MS)
     if not allowed:
         retry_after = max(1, math.ceil(retry_ms / 1000))
         minutes = math.ceil(retry_after / 60)
         return error_page(429, "Too many attempts", f"Too many failed sign-ins. Try again in {minutes} minutes.",
                           headers={"Retry-After": str(retry_after)})
     presented = request.form.get("admin_key", "").strip()
-    if not current_app.extensions["admin_keys"].accepts(presented):
-        storage.current().count("unauthorized")
+    if not services.current().admin_keys.accepts(presented):
+        store.counts.add("unauthorized")
         current_app.logger.warning("401 dashboard sign-in from %s key=%s", auth.client_ip(), auth.fingerprint(presented))
         return login_page(401, "That is not an admin key of this deployment.")
-    storage.current().give_back_login_attempt(client)
-    cookie, session_id = sessions().issue(presented)
-    storage.current().open_dashboard_session(session_id, SESSION_SECONDS * 1000)
+    store.limits.give_back_sign_in_attempt(client)
+    cookie, session_id = cookies().issue(presented)
+    store.dashboard_sessions.open(session_id, SESSION_SECONDS * 1000)
     current_app.logger.info("Dashboard sign-in from %s key=%s", auth.client_ip(), auth.fingerprint(presented))
     response = redirect(url_for(".conversations"), 303)
     response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_SECONDS, **cookie_flags())
     if not device:
-        response.set_cookie(DEVICE_COOKIE, sessions().device_cookie(presented), max_age=DEVICE_SECONDS,
+        response.set_cookie(DEVICE_COOKIE, cookies().device_cookie(presented), max_age=DEVICE_SECONDS,
                             **cookie_flags())
     response.delete_cookie(LOGIN_COOKIE, **cookie_flags())
     return response
@@ -309,7 +305,7 @@ def login():
 @dashboard.post("/logout")
 def logout():
     """End the session on the server too, so no copy of its cookie opens anything."""
-    storage.current().close_dashboard_session(g.admin.session_id)
+    services.current().store.dashboard_sessions.close(g.admin.session_id)
     response = redirect(url_for(".login_form"), 303)
     response.delete_cookie(SESSION_COOKIE, **cookie_flags())
     return response
@@ -321,16 +317,16 @@ def logout():
 def conversations():
     """Newest first, PAGE_SIZE a page; or the one conversation of a searched session id."""
     searched = request.args.get("session", "").strip()
-    context = {"searched": searched, "deleted": request.args.get("deleted") == "1"}
+    context: dict = {"searched": searched, "deleted": request.args.get("deleted") == "1"}
     if searched:
         if not SESSION_ID.fullmatch(searched):
             error = f"A session id {SESSION_ID_RULE}."
             return page("conversations.html", 400, conversations=[], error=error, **context)
-        found = storage.current().session_conversation(searched)
+        found = services.current().store.conversations.of_session(searched)
         return page("conversations.html", conversations=[found] if found else [], **context)
     cursor = request.args.get("cursor") or None
     try:
-        listing = storage.current().list_conversations(PAGE_SIZE, cursor)
+        listing = services.current().store.conversations.page(PAGE_SIZE, cursor)
     except storage.InvalidCursor:
         return page("conversations.html", 400, conversations=[], error="That page link is not valid.", **context)
     return page("conversations.html", conversations=listing.conversations, total=listing.total,
@@ -339,7 +335,7 @@ def conversations():
 
 @dashboard.get("/conversations/<conversation_id>")
 def thread(conversation_id: str):
-    found = storage.current().get_conversation(conversation_id)
+    found = services.current().store.conversations.get(conversation_id)
     if found is None:
         return not_found()
     summary, messages = found
@@ -349,7 +345,7 @@ def thread(conversation_id: str):
 @dashboard.get("/conversations/<conversation_id>/delete")
 def confirm_delete(conversation_id: str):
     """Deleting asks first, on a page of its own (the dashboard runs no script to ask)."""
-    found = storage.current().get_conversation(conversation_id)
+    found = services.current().store.conversations.get(conversation_id)
     if found is None:
         return not_found()
     return page("confirm_delete.html", conversation=found[0])
@@ -370,4 +366,4 @@ def export():
 @dashboard.get("/stats")
 def stats():
     counters = [(name, ops.METRICS[name][1]) for name in storage.COUNTERS]  # (name, what it counts)
-    return page("stats.html", stats=storage.current().stats(), counters=counters)
+    return page("stats.html", stats=services.current().store.stats(), counters=counters)

@@ -1,8 +1,8 @@
 """Every error leaves the service as JSON `{"error": ...}`: never HTML, never a stack trace."""
 from __future__ import annotations
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import storage
 
@@ -15,9 +15,9 @@ MESSAGES = {
 }
 
 
-def json_error(status: int, message: str, details=None, headers=None):
-    """A JSON error response."""
-    body = {"error": message}
+def json_error(status: int, message: str, details: dict | None = None, headers: dict | None = None) -> Response:
+    """The JSON error response `{"error": message, "details": {field: rule}}` (details when given)."""
+    body: dict = {"error": message}
     if details is not None:
         body["details"] = details
     response = jsonify(body)
@@ -32,9 +32,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        message = MESSAGES.get(exc.code, exc.name)
-        response = json_error(exc.code or 500, message)
-        if exc.code == 405 and exc.valid_methods:
+        status = exc.code or 500
+        response = json_error(status, MESSAGES.get(status, exc.name))
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 

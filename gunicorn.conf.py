@@ -14,6 +14,7 @@ from gunicorn.glogging import Logger
 
 import drain
 import logs
+import services
 from config import ConfigError, load_settings
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -101,7 +102,7 @@ def post_worker_init(worker):
     closes a kept-alive connection only after a request that began once the worker was stopping,
     so a stream that began before would leave its connection to the stopping worker open.
     """
-    seconds = worker.wsgi.config["SETTINGS"].shutdown_drain_seconds
+    seconds = services.of(worker.wsgi).settings.shutdown_drain_seconds
     stop_accepting = worker.handle_exit
 
     def on_sigterm(signum, frame):

@@ -1,25 +1,20 @@
-"""Operations on stored data, shared by the admin API and the ops CLI: export, erasure of one
-end user's data, deletion, purge, stats and Prometheus metrics.
+"""Operations on stored data, shared by the admin API, the dashboard and the ops CLI: export,
+erasure of one end user's data, deletion, purge, and the stats as Prometheus metrics.
 
-The routes need the admin key, like the rest of /v1/admin; /metrics sits at the root, where
-Prometheus looks. Deletions are logged with ids and counts only, never message content.
+Deletions are logged with ids and counts only, never message content.
 """
 from __future__ import annotations
 
 import json
-import re
 from itertools import chain
 from typing import Iterator
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Response, current_app
 
 import auth
-import chat_request
+import services
 import storage
-from errors import json_error
 
-MILLISECONDS = re.compile(r"[0-9]{1,16}")
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 # Each hourly counter as a Prometheus gauge: name and help.
 METRICS = {
     "chatRequests": ("ocw_chat_requests", "Requests to the chat routes"),
@@ -31,16 +26,10 @@ METRICS = {
     "incompleteReplies": ("ocw_incomplete_replies", "Replies the model stopped early (finish reason length, content_filter...)"),
 }
 
-routes = Blueprint("ops", __name__)
-routes.before_request(auth.admin_guard)
-
-
-
-# ---- operations ----------------------------------------------------------------------------
 
 def delete_conversation(conversation_id: str) -> bool:
     """Delete one conversation with everything that points at it; False if it was unknown."""
-    deleted = storage.current().delete_conversation(conversation_id)
+    deleted = services.current().store.conversations.delete(conversation_id)
     if deleted:
         current_app.logger.info("Deleted conversation %s", conversation_id)
     return deleted
@@ -51,7 +40,7 @@ def erase_session(session_id: str) -> bool:
 
     The log names the session by a fingerprint only: the erased person's identifier is not kept.
     """
-    existed, conversation_id = storage.current().erase_session(session_id)
+    existed, conversation_id = services.current().store.conversations.erase_session(session_id)
     if existed:
         current_app.logger.info(
             "Erased session %s (conversation %s)", auth.fingerprint(session_id), conversation_id or "none"
@@ -61,21 +50,22 @@ def erase_session(session_id: str) -> bool:
 
 def purge(idle_days: float) -> int:
     """Delete the conversations idle for more than idle_days; how many index entries went."""
-    removed = storage.current().purge_idle(storage.current().now_ms() - round(idle_days * storage.DAY_MS))
+    store = services.current().store
+    removed = store.conversations.purge_idle(store.clock.now_ms() - round(idle_days * storage.DAY_MS))
     current_app.logger.info("Purged %d conversations idle for more than %g days", removed, idle_days)
     return removed
 
 
-def export_lines(turns: storage.Storage, updated_since: int) -> Iterator[bytes]:
+def export_lines(store: storage.Storage, updated_since: int) -> Iterator[bytes]:
     """The NDJSON export: one `{"conversation": summary, "messages": [...]}` line each."""
-    for summary, messages in turns.export(updated_since):
+    for summary, messages in store.conversations.export(updated_since):
         line = json.dumps({"conversation": summary, "messages": messages}, ensure_ascii=False)
         yield (line + "\n").encode()
 
 
 def export_download(updated_since: int) -> Response:
     """The NDJSON export as a file download (the admin API's and the dashboard's)."""
-    lines = export_lines(storage.current(), updated_since)
+    lines = export_lines(services.current().store, updated_since)
     # Read the first batch now, so that Redis being down is a 503, not a stream cut at once.
     first = next(lines, None)
     headers = {
@@ -102,36 +92,3 @@ def prometheus_text(stats: dict) -> str:
             f'{name}{{window="24h"}} {stats["lastDay"][counter]}',
         ])
     return "\n".join(lines) + "\n"
-
-
-# ---- routes --------------------------------------------------------------------------------
-
-@routes.get("/v1/admin/export")
-def export_conversations():
-    """Every conversation with its messages as NDJSON, read from Redis in batches."""
-    raw = request.args.get("updatedSince", "0")
-    if not MILLISECONDS.fullmatch(raw):
-        return json_error(400, "Invalid query", details={"updatedSince": "must be an integer, milliseconds since the epoch"})
-    return export_download(int(raw))
-
-
-@routes.delete("/v1/admin/sessions/<session_id>")
-def delete_session(session_id: str):
-    """Erase everything stored for one end user (a data-subject request)."""
-    if not chat_request.SESSION_ID.fullmatch(session_id):
-        return json_error(400, "Invalid session id", details={"sessionId": chat_request.SESSION_ID_RULE})
-    if not erase_session(session_id):
-        return json_error(404, "Session not found")
-    return "", 204
-
-
-@routes.get("/v1/admin/stats")
-def stats():
-    """Totals, and counts over the last hour and day, shared by every worker and instance."""
-    return jsonify(storage.current().stats())
-
-
-@routes.get("/metrics")
-def metrics():
-    """The stats for Prometheus (which sends the admin key as `Authorization: Bearer`)."""
-    return Response(prometheus_text(storage.current().stats()), content_type=PROMETHEUS_TEXT)

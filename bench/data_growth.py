@@ -22,25 +22,25 @@ import storage  # noqa: E402  (harness puts the project on sys.path)
 BATCH = 1000
 
 
-def seed_conversations(turns: storage.Storage, start: int, stop: int) -> None:
+def seed_conversations(store: storage.Storage, start: int, stop: int) -> None:
     """Conversations start..stop-1, each a session mapping and one user message."""
     for first in range(start, stop, BATCH):
-        pipe = turns.client.pipeline(transaction=False)
+        pipe = store.client.pipeline(transaction=False)
         for i in range(first, min(first + BATCH, stop)):
             session_id, conversation_id = f"seed-{i}", f"seed{i:08d}"
-            pipe.set(turns.keys.session(session_id), conversation_id)
-            turns.append_message(conversation_id, session_id, "user", f"question number {i}", pipeline=pipe)
+            pipe.set(store.keys.session(session_id), conversation_id)
+            store.conversations.append_message(conversation_id, session_id, "user", f"question number {i}", pipeline=pipe)
         pipe.execute()
 
 
-def seed_long_conversation(turns: storage.Storage, session_id: str, messages: int) -> None:
+def seed_long_conversation(store: storage.Storage, session_id: str, messages: int) -> None:
     """One session's conversation of `messages` alternating user and assistant messages."""
-    conversation_id = turns.conversation_for_session(session_id)
+    conversation_id = store.conversations.id_for_session(session_id)
     for first in range(0, messages, BATCH):
-        pipe = turns.client.pipeline(transaction=False)
+        pipe = store.client.pipeline(transaction=False)
         for i in range(first, min(first + BATCH, messages)):
             role = "user" if i % 2 == 0 else "assistant"
-            turns.append_message(conversation_id, session_id, role, f"message {i} " + "x" * 80, pipeline=pipe)
+            store.conversations.append_message(conversation_id, session_id, role, f"message {i} " + "x" * 80, pipeline=pipe)
         pipe.execute()
 
 
@@ -66,11 +66,11 @@ def main() -> None:
 
     with redis_server() as redis_url, fake_upstream(tokens=20) as upstream_url, \
             service(redis_url, upstream_url) as (base_url, _):
-        turns = storage.Storage(storage.connect(redis_url), "ocw")
+        store = storage.Storage(storage.connect(redis_url), "ocw")
         listing, seeded = {}, 0
         for size in sorted(args.sizes):
             started = time.perf_counter()
-            seed_conversations(turns, seeded, size)
+            seed_conversations(store, seeded, size)
             seeded = size
             seconds = time.perf_counter() - started
             page = get_latencies(base_url + "/v1/admin/conversations?limit=100", args.samples, admin)
@@ -83,8 +83,8 @@ def main() -> None:
         # turn and only grows (10 000 -> 10 000 + 2 x samples messages).
         short_sessions = [f"growth-short-{i}" for i in range(args.samples)]
         for session_id in short_sessions:
-            seed_long_conversation(turns, session_id, args.short)
-        seed_long_conversation(turns, "growth-long", args.long)
+            seed_long_conversation(store, session_id, args.short)
+        seed_long_conversation(store, "growth-long", args.long)
         # The two kinds of turn alternate, so both see the same machine: measured one after the
         # other, a drift in this shared VM's speed would show up as a difference between them.
         bodies = [{"sessionId": session_id, "message": "How do I reset my password?"}

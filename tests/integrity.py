@@ -6,6 +6,7 @@ that the service could have written step by step.
 from __future__ import annotations
 
 import storage
+from storage.conversations import LAST_MESSAGE_CHARS
 
 
 def stored_thread(client, session_id: str, prefix: str = "ocw") -> tuple[dict, list[dict]]:
@@ -15,10 +16,10 @@ def stored_thread(client, session_id: str, prefix: str = "ocw") -> tuple[dict, l
     they were written (createdAt never goes back); the summary's count, last message and
     updatedAt are those of the list; the listing index holds the conversation at updatedAt.
     """
-    turns = storage.Storage(client, prefix)
-    conversation_id = client.get(turns.keys.session(session_id))
+    store = storage.Storage(client, prefix)
+    conversation_id = client.get(store.keys.session(session_id))
     assert conversation_id, f"session {session_id} has no conversation"
-    found = turns.get_conversation(conversation_id)
+    found = store.conversations.get(conversation_id)
     assert found is not None, f"session {session_id} maps to a missing conversation"
     summary, messages = found
     assert summary["sessionId"] == session_id
@@ -26,10 +27,10 @@ def stored_thread(client, session_id: str, prefix: str = "ocw") -> tuple[dict, l
     times = [m["createdAt"] for m in messages]
     assert times == sorted(times), f"messages of {session_id} are out of order"
     assert summary["messageCount"] == len(messages)
-    assert summary["lastMessage"] == messages[-1]["content"][: storage.LAST_MESSAGE_CHARS]
+    assert summary["lastMessage"] == messages[-1]["content"][: LAST_MESSAGE_CHARS]
     assert summary["updatedAt"] == messages[-1]["createdAt"]
     assert summary["createdAt"] == messages[0]["createdAt"]
-    assert client.zscore(turns.keys.index(), conversation_id) == summary["updatedAt"]
+    assert client.zscore(store.keys.index(), conversation_id) == summary["updatedAt"]
     return summary, messages
 
 

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+import services
 from tests.conftest import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_headers
 
 LIST = "/v1/admin/conversations"
@@ -20,9 +21,9 @@ def post_chat(client, session="s-1", message="Hi"):
 
 def add_conversation(app, session, message="hello"):
     """A conversation of one user message, written directly through the app's storage."""
-    turns = app.extensions["storage"]
-    conversation_id = turns.conversation_for_session(session)
-    turns.append_message(conversation_id, session, "user", message)
+    store = services.of(app).store
+    conversation_id = store.conversations.id_for_session(session)
+    store.conversations.append_message(conversation_id, session, "user", message)
     return conversation_id
 
 
@@ -67,7 +68,7 @@ def test_listing_is_newest_updated_first_and_a_new_message_moves_a_conversation_
     assert listed_ids(client) == [c, b, a]
 
     time.sleep(0.002)
-    app.extensions["storage"].append_message(a, "s-0", "user", "again")
+    services.of(app).store.conversations.append_message(a, "s-0", "user", "again")
     assert listed_ids(client) == [a, c, b]
 
     time.sleep(0.002)
@@ -135,7 +136,7 @@ def test_cursor_pagination_returns_every_conversation_exactly_once(app, client, 
 ])
 def test_cursor_pagination_survives_conversations_with_the_same_updated_at(app, client, monkeypatch, limit, timestamps):
     clock = iter(timestamps)
-    app.extensions["storage"].clock = lambda: next(clock) / 1000
+    services.of(app).store.clock.seconds = lambda: next(clock) / 1000
     ids = add_conversations(app, len(timestamps))
     pages = walk_pages(client, limit)
     seen = [s for page in pages for s in page["conversations"]]
@@ -148,7 +149,7 @@ def test_cursor_pagination_survives_conversations_with_the_same_updated_at(app, 
 
 def test_cursor_pagination_survives_equal_scores_written_in_the_index(app, client, redis_client):
     ids = add_conversations(app, 7)
-    index = app.extensions["storage"].keys.index()
+    index = services.of(app).store.keys.index()
     redis_client.zadd(index, {conversation_id: 1_700_000_000_000 for conversation_id in ids})
     pages = walk_pages(client, 2)
     seen = [s["_id"] for page in pages for s in page["conversations"]]
@@ -162,7 +163,7 @@ def test_cursor_keeps_working_when_a_listed_conversation_gets_a_new_message(app,
     first = get_list(client, limit=2).get_json()
     assert [s["_id"] for s in first["conversations"]] == [ids[4], ids[3]]
     time.sleep(0.002)
-    app.extensions["storage"].append_message(ids[3], "s-3", "user", "moved to the top")
+    services.of(app).store.conversations.append_message(ids[3], "s-3", "user", "moved to the top")
     rest = get_list(client, limit=10, cursor=first["nextCursor"]).get_json()
     assert [s["_id"] for s in rest["conversations"]] == [ids[2], ids[1], ids[0]]
 
@@ -271,7 +272,7 @@ def test_delete_removes_conversation_messages_session_mapping_and_index_entry(ap
     post_chat(client, session="doomed")
     kept = post_chat(client, session="kept")
     assert get_list(client).get_json()["total"] == 2
-    keys = app.extensions["storage"].keys
+    keys = services.of(app).store.keys
 
     response = client.delete(f"{LIST}/{doomed}", headers=admin_headers())
     assert response.status_code == 204

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+import services
 from tests.conftest import chat_headers
 
 STREAM_ROUTES = ["/v1/chat/stream", "/chat"]
@@ -20,8 +21,8 @@ def post_chat(client, path="/v1/chat", session="s-1", message="Hi", **kwargs):
 
 
 def stored_messages(app, session="s-1"):
-    turns = app.extensions["storage"]
-    summary, messages = turns.get_conversation(turns.conversation_for_session(session))
+    store = services.of(app).store
+    summary, messages = store.conversations.get(store.conversations.id_for_session(session))
     return summary, messages
 
 
@@ -121,7 +122,7 @@ def test_simultaneous_first_requests_of_a_session_share_one_conversation(app, up
     assert len(ids) == 12 and len(set(ids)) == 1
     summary, messages = stored_messages(app, "race")
     assert summary["messageCount"] == len(messages) == 24
-    assert app.extensions["storage"].list_conversations(10).total == 1
+    assert services.of(app).store.conversations.page(10).total == 1
 
 
 def test_model_gets_system_prompt_then_history_newest_last(make_app, upstream):
@@ -342,8 +343,8 @@ def test_history_is_the_sessions_messages_oldest_first_as_stored(app, client, up
         upstream.reply = f"re {text}"
         post_chat(client, message=text)
     post_chat(client, session="someone-else", message="not yours")
-    turns = app.extensions["storage"]
-    turns.append_message(turns.conversation_for_session("s-1"), "s-1", "assistant", "cut sh", interrupted=True)
+    store = services.of(app).store
+    store.conversations.append_message(store.conversations.id_for_session("s-1"), "s-1", "assistant", "cut sh", interrupted=True)
 
     response = get_history(client)
     assert response.status_code == 200
@@ -355,10 +356,10 @@ def test_history_is_the_sessions_messages_oldest_first_as_stored(app, client, up
 
 
 def test_history_is_at_most_the_newest_100_messages(app, client):
-    turns = app.extensions["storage"]
-    conversation_id = turns.conversation_for_session("long")
+    store = services.of(app).store
+    conversation_id = store.conversations.id_for_session("long")
     for i in range(130):
-        turns.append_message(conversation_id, "long", "user", f"m{i}")
+        store.conversations.append_message(conversation_id, "long", "user", f"m{i}")
     messages = get_history(client, "long").get_json()["messages"]
     assert [m["content"] for m in messages] == [f"m{i}" for i in range(30, 130)]
 
@@ -372,7 +373,7 @@ def test_history_of_an_unknown_session_is_empty_and_stores_nothing(client, redis
 
 def test_history_of_a_deleted_conversation_is_empty(app, client):
     conversation_id = post_chat(client).get_json()["conversationId"]
-    assert app.extensions["storage"].delete_conversation(conversation_id)
+    assert services.of(app).store.conversations.delete(conversation_id)
     assert get_history(client).get_json() == {"messages": []}
 
 

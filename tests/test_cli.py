@@ -9,6 +9,7 @@ import time
 import pytest
 
 from config import load_settings
+import services
 from tests.conftest import ADMIN_KEY, ROOT, RUNTIME_PYTHON, WIDGET_KEY, chat_headers, free_port
 
 COMMANDS = [
@@ -95,10 +96,10 @@ def test_show_prints_the_conversation_as_json_or_fails_when_unknown(app, ocw):
 
 
 def test_export_writes_ndjson_to_a_file(app, ocw, tmp_path):
-    turns = app.extensions["storage"]
-    turns.clock = lambda: 1_700_000_000
+    store = services.of(app).store
+    store.clock.seconds = lambda: 1_700_000_000
     chat(app, "old")
-    turns.clock = lambda: 1_700_000_100
+    store.clock.seconds = lambda: 1_700_000_100
     recent = chat(app, "recent")
     target = tmp_path / "export.ndjson"
     result = ocw("conversations", "export", "--output", str(target))
@@ -112,9 +113,9 @@ def test_delete_asks_first_and_deletes_with_yes(app, ocw):
     conversation_id = chat(app, "doomed")
     declined = ocw("conversations", "delete", conversation_id, input="n\n")
     assert declined.exit_code == 1 and "Aborted" in declined.output
-    assert app.extensions["storage"].get_conversation(conversation_id) is not None
+    assert services.of(app).store.conversations.get(conversation_id) is not None
     assert ocw("conversations", "delete", conversation_id, "--yes").exit_code == 0
-    assert app.extensions["storage"].get_conversation(conversation_id) is None
+    assert services.of(app).store.conversations.get(conversation_id) is None
     again = ocw("conversations", "delete", conversation_id, "--yes")
     assert again.exit_code == 1 and "Conversation not found" in again.output
 
@@ -132,16 +133,16 @@ def test_sessions_erase_removes_everything_of_the_session(app, ocw, redis_client
 
 
 def test_purge_deletes_conversations_idle_for_more_than_the_given_days(app, ocw):
-    turns = app.extensions["storage"]
+    store = services.of(app).store
     now = time.time()
-    turns.clock = lambda: now - 10 * 86400
+    store.clock.seconds = lambda: now - 10 * 86400
     old = chat(app, "old")
-    turns.clock = lambda: now - 0.5 * 86400
+    store.clock.seconds = lambda: now - 0.5 * 86400
     recent = chat(app, "recent")
-    turns.clock = lambda: now
+    store.clock.seconds = lambda: now
     result = ocw("purge", "--days", "5", "--yes")
     assert result.exit_code == 0 and "Purged 1 conversations idle for more than 5 days" in result.output
-    assert turns.get_conversation(old) is None and turns.get_conversation(recent) is not None
+    assert store.conversations.get(old) is None and store.conversations.get(recent) is not None
     assert ocw("purge", "--days", "0", "--yes").exit_code == 2
     assert ocw("purge", "--days", "0.25", "--yes").output.startswith("Purged 1 ")
 

@@ -10,6 +10,7 @@ import pytest
 import redis
 import requests
 
+import services
 import embedded_redis
 from tests.conftest import ADMIN_KEY, free_port, wait_until
 from tests.test_chat import events
@@ -102,7 +103,7 @@ def _cluster_ok(client, nodes: int) -> bool:
 @pytest.fixture
 def cluster_client(make_app, cluster_url):
     app = make_app(REDIS_URL=cluster_url, REDIS_PREFIX="cl", RATE_LIMIT_MAX_REQUESTS="1000")
-    cluster = app.extensions["storage"].client
+    cluster = services.of(app).store.client
     cluster.flushall(target_nodes=cluster.ALL_NODES)
     return app, app.test_client()
 
@@ -140,7 +141,7 @@ def test_chat_stream_and_admin_routes_work_on_redis_cluster(cluster_client, upst
 
 def test_rate_limit_is_shared_on_redis_cluster(make_app, cluster_url):
     app = make_app(REDIS_URL=cluster_url, REDIS_PREFIX="cl-rl", RATE_LIMIT_MAX_REQUESTS="2")
-    app.extensions["storage"].client.delete(app.extensions["storage"].keys.client_requests("127.0.0.1"))
+    services.of(app).store.client.delete(services.of(app).store.keys.client_requests("127.0.0.1"))
     clients = [app.test_client(), make_app(REDIS_URL=cluster_url, REDIS_PREFIX="cl-rl").test_client()]
     statuses = [chat(clients[i % 2], "rl").status_code for i in range(3)]
     assert statuses == [200, 200, 429]
@@ -162,7 +163,7 @@ def test_export_erasure_stats_and_retention_work_on_redis_cluster(make_app, clus
     assert (stats["conversations"], stats["messages"]) == (14, 28)
     assert stats["lastHour"]["chatRequests"] == 15 and stats["lastHour"]["outputTokens"] > 0
 
-    assert app.extensions["storage"].purge_idle(app.extensions["storage"].now_ms() + 1) == 14
+    assert services.of(app).store.conversations.purge_idle(services.of(app).store.clock.now_ms() + 1) == 14
     assert client.get("/v1/admin/stats", headers=admin).get_json()["messages"] == 0
 
 
@@ -202,8 +203,8 @@ def test_losing_the_master_of_the_admission_keys_costs_turns_only_until_its_repl
         acknowledged = [session for _, s, session in results if s == 200]
         survivor = redis.RedisCluster.from_url(cluster.url.replace("redis+cluster", "redis"), decode_responses=True)
         lost = [session for session in acknowledged if not survivor.exists(f"ocw:session:{session}")]
-        print(f"cluster failover: 503 for {first_ok - killed_at:.2f} s ({[s for _, s in after].count(503)} turns), "
-              f"then 200; {len(acknowledged)} acknowledged turns, {len(lost)} lost")
+        print(f"cluster failover: 503 for {first_ok - killed_at:.2f} s ({[s for _, s in after].count(503)} store), "
+              f"then 200; {len(acknowledged)} acknowledged store, {len(lost)} lost")
         assert lost == [], lost
     finally:
         cluster.stop()

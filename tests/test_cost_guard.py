@@ -11,6 +11,7 @@ import redis.client
 import redis.connection
 import requests
 
+import services
 from tests.conftest import WIDGET_KEY, chat_headers
 
 BUDGET_EXHAUSTED = {"error": "Daily budget exhausted"}
@@ -53,7 +54,7 @@ def test_requests_without_the_key_or_with_a_bad_body_spend_no_quota_or_budget(ma
 
 def test_daily_request_budget_refuses_until_the_next_utc_day_without_calling_the_model(make_app, upstream):
     app = make_app(DAILY_MAX_REQUESTS="2")
-    app.extensions["storage"].clock = lambda: at("2026-11-27T23:59:00")
+    services.of(app).store.clock.seconds = lambda: at("2026-11-27T23:59:00")
     client = app.test_client()
     assert [turn(client, session=f"s{i}").status_code for i in range(2)] == [200, 200]
     for path in ("/v1/chat", "/v1/chat/stream", "/chat"):
@@ -66,13 +67,13 @@ def test_daily_request_budget_refuses_until_the_next_utc_day_without_calling_the
 
 def test_daily_budget_starts_afresh_on_the_next_utc_day(make_app, upstream):
     app = make_app(DAILY_MAX_REQUESTS="1", DAILY_MAX_TOKENS="1000")
-    storage = app.extensions["storage"]
+    storage = services.of(app).store
     client = app.test_client()
-    storage.clock = lambda: at("2026-11-27T23:59:59.500")
+    storage.clock.seconds = lambda: at("2026-11-27T23:59:59.500")
     assert turn(client).status_code == 200
     refused = turn(client)
     assert refused.get_json() == BUDGET_EXHAUSTED and refused.headers["Retry-After"] == "1"
-    storage.clock = lambda: at("2026-11-28T00:00:00.100")
+    storage.clock.seconds = lambda: at("2026-11-28T00:00:00.100")
     assert turn(client).status_code == 200
 
 
@@ -81,7 +82,7 @@ def test_daily_token_budget_counts_reported_usage(make_app, upstream, redis_clie
     client = app.test_client()
     upstream.reply = "one two three"  # the fake upstream reports 3 completion tokens
     assert turn(client).status_code == 200
-    day = app.extensions["storage"].utc_day()[0]
+    day = services.of(app).store.clock.utc_day()[0]
     assert redis_client.get(f"ocw:{{admission}}:tokens:{day}") == "3"
     with client.post("/v1/chat/stream", json={"sessionId": "s2", "message": "hi"}, headers=chat_headers()) as streamed:
         assert streamed.get_data(as_text=True).splitlines()[-1].startswith('{"type": "done"')
@@ -95,7 +96,7 @@ def test_daily_token_budget_estimates_tokens_when_the_upstream_reports_none(make
     upstream.report_usage = False
     upstream.reply = "x" * 41
     assert turn(app.test_client()).status_code == 200
-    day = app.extensions["storage"].utc_day()[0]
+    day = services.of(app).store.clock.utc_day()[0]
     assert redis_client.get(f"ocw:{{admission}}:tokens:{day}") == "11"  # ceil(41 / 4)
 
 
@@ -108,7 +109,7 @@ def test_interrupted_replies_are_counted_too(app, upstream, redis_client):
     for _ in range(4):
         next(chunks)
     response.close()
-    day = app.extensions["storage"].utc_day()[0]
+    day = services.of(app).store.clock.utc_day()[0]
     assert int(redis_client.get(f"ocw:{{admission}}:tokens:{day}")) > 0
 
 
@@ -231,7 +232,7 @@ def test_simultaneous_turns_cannot_overrun_the_token_budget_by_more_than_one_res
 
 def test_a_turn_that_fails_gives_its_reservation_back(make_app, upstream, redis_client):
     app = make_app(DAILY_MAX_TOKENS="1000", MAX_OUTPUT_TOKENS="400")
-    day = app.extensions["storage"].utc_day()[0]
+    day = services.of(app).store.clock.utc_day()[0]
     upstream.fault, upstream.status = "status", 500
     assert turn(app.test_client()).status_code == 502
     streamed = app.test_client().post("/v1/chat/stream", json={"sessionId": "s2", "message": "hi"},

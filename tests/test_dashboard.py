@@ -15,6 +15,7 @@ from http.cookies import SimpleCookie
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
+import services
 import dashboard
 from tests.conftest import ADMIN_KEY, ADMIN_KEY_2, SECRET_KEY, WIDGET_KEY
 from tests.test_admin import add_conversation
@@ -98,7 +99,7 @@ def test_the_session_records_an_hmac_of_the_key_not_the_key_or_a_short_hash(app)
     payload = serializer.loads(session_cookie(client).value)
     assert set(payload) == {"key", "csrf", "sid"}
     assert len(payload["key"]) == 64 and ADMIN_KEY not in json.dumps(payload)
-    assert payload["key"] == app.extensions["dashboard_sessions"].fingerprint(ADMIN_KEY)
+    assert payload["key"] == services.of(app).dashboard_cookies.fingerprint(ADMIN_KEY)
 
 
 def test_signed_in_admin_at_the_root_goes_to_the_conversations(app):
@@ -187,7 +188,7 @@ def test_a_forged_or_foreign_device_cookie_is_just_an_unknown_browser(app, make_
 
 def test_failed_sign_ins_count_as_401s_in_the_stats(app):
     sign_in(app.test_client(), "wrong-admin-key-0123456789abcd")
-    assert app.extensions["storage"].stats()["lastHour"]["unauthorized"] == 1
+    assert services.of(app).store.stats()["lastHour"]["unauthorized"] == 1
 
 
 # ---- the session's end ---------------------------------------------------------------------
@@ -211,7 +212,7 @@ def refused(client) -> bool:
 def test_a_forged_tampered_or_expired_cookie_is_refused(app, tamper):
     client = signed_in(app)
     genuine = session_cookie(client).value
-    fingerprint = app.extensions["dashboard_sessions"].fingerprint(ADMIN_KEY)
+    fingerprint = services.of(app).dashboard_cookies.fingerprint(ADMIN_KEY)
     value = {
         "flip a character": genuine[:-3] + ("A" if genuine[-3] != "A" else "B") + genuine[-2:],
         "other secret": forge({"key": fingerprint, "csrf": "x"}, secret="another-secret-of-32-characters-or-more"),
@@ -278,7 +279,7 @@ def test_a_post_without_the_sessions_csrf_token_is_refused(app, data):
     client = signed_in(app)
     response = client.post(f"/admin/conversations/{conversation_id}/delete", data=data)
     assert response.status_code == 403 and "CSRF" in page_text(response)
-    assert app.extensions["storage"].get_conversation(conversation_id) is not None
+    assert services.of(app).store.conversations.get(conversation_id) is not None
     assert client.post("/admin/logout", data=data).status_code == 403
     assert client.get("/admin/conversations").status_code == 200  # still signed in
 
@@ -300,14 +301,14 @@ def test_pages_need_a_session(app):
         response = client.get(path)
         assert response.status_code == 303 and response.headers["Location"] == "/admin", path
     assert client.post(f"/admin/conversations/{conversation_id}/delete").status_code == 303
-    assert app.extensions["storage"].get_conversation(conversation_id) is not None
+    assert services.of(app).store.conversations.get(conversation_id) is not None
 
 
 def test_the_list_is_newest_first_with_session_last_message_count_and_time(app):
     add_conversation(app, "older-session", "first question")
     time.sleep(0.002)
     newest = add_conversation(app, "newer-session", "second question")
-    app.extensions["storage"].append_message(newest, "newer-session", "assistant", "an answer")
+    services.of(app).store.conversations.append_message(newest, "newer-session", "assistant", "an answer")
     html = page_text(signed_in(app).get("/admin/conversations"))
     assert html.index("newer-session") < html.index("older-session")
     assert "an answer" in html and "first question" in html and "2 conversations" in html
@@ -316,7 +317,7 @@ def test_the_list_is_newest_first_with_session_last_message_count_and_time(app):
 
 
 def test_the_list_pages_with_a_cursor(app):
-    turns = app.extensions["storage"]
+    store = services.of(app).store
     for i in range(dashboard.PAGE_SIZE + 1):
         add_conversation(app, f"s-{i:03d}")
     client = signed_in(app)
@@ -325,7 +326,7 @@ def test_the_list_pages_with_a_cursor(app):
     next_link = re.search(r'href="(/admin/conversations\?cursor=[^"]+)" rel="next"', first).group(1)
     second = page_text(client.get(next_link.replace("&amp;", "&")))
     assert second.count('href="/admin/conversations/') == 1 and 'rel="next"' not in second
-    last_id = turns.list_conversations(dashboard.PAGE_SIZE + 1).conversations[-1]["_id"]
+    last_id = store.conversations.page(dashboard.PAGE_SIZE + 1).conversations[-1]["_id"]
     assert f'href="/admin/conversations/{last_id}"' in second
 
 
@@ -349,18 +350,18 @@ def test_bad_search_or_cursor_is_a_400_page(app, query, message):
 
 
 def test_the_thread_shows_a_reply_the_model_cut_short(app):
-    turns = app.extensions["storage"]
-    conversation_id = turns.conversation_for_session("cut-session")
-    turns.append_message(conversation_id, "cut-session", "user", "Explain everything")
-    turns.append_message(conversation_id, "cut-session", "assistant", "First, the", finish_reason="length")
+    store = services.of(app).store
+    conversation_id = store.conversations.id_for_session("cut-session")
+    store.conversations.append_message(conversation_id, "cut-session", "user", "Explain everything")
+    store.conversations.append_message(conversation_id, "cut-session", "assistant", "First, the", finish_reason="length")
     html = signed_in(app).get(f"/admin/conversations/{conversation_id}").get_data(as_text=True)
     assert ">cut short: length</span>" in html
 
 
 def test_the_thread_shows_roles_times_and_interrupted_replies(app):
-    turns = app.extensions["storage"]
+    store = services.of(app).store
     conversation_id = add_conversation(app, "thread-session", "Where is my order?")
-    turns.append_message(conversation_id, "thread-session", "assistant", "It left the warehouse", interrupted=True)
+    store.conversations.append_message(conversation_id, "thread-session", "assistant", "It left the warehouse", interrupted=True)
     html = page_text(signed_in(app).get(f"/admin/conversations/{conversation_id}"))
     assert html.index("Where is my order?") < html.index("It left the warehouse")
     assert "Visitor" in html and "Assistant" in html
@@ -392,12 +393,12 @@ def test_delete_asks_first_then_removes_the_conversation(app):
     client = signed_in(app)
     confirm = client.get(f"/admin/conversations/{conversation_id}/delete")
     assert confirm.status_code == 200 and "Delete this conversation?" in page_text(confirm)
-    assert app.extensions["storage"].get_conversation(conversation_id) is not None  # asking deletes nothing
+    assert services.of(app).store.conversations.get(conversation_id) is not None  # asking deletes nothing
     token = CSRF_FIELD.search(page_text(confirm)).group(1)
     response = client.post(f"/admin/conversations/{conversation_id}/delete", data={"csrf": token})
     assert response.status_code == 303 and response.headers["Location"] == "/admin/conversations?deleted=1"
-    assert app.extensions["storage"].get_conversation(conversation_id) is None
-    assert app.extensions["storage"].session_conversation("to-delete") is None
+    assert services.of(app).store.conversations.get(conversation_id) is None
+    assert services.of(app).store.conversations.of_session("to-delete") is None
     listing = page_text(client.get(response.headers["Location"]))
     assert "Conversation deleted." in listing and "to-delete" not in listing
 
@@ -471,8 +472,8 @@ def test_development_generates_one_secret_in_the_data_folder_shared_by_every_wor
 
 
 def test_a_sign_in_whose_window_expired_meanwhile_leaves_no_counter_behind(app, redis_client):
-    storage = app.extensions["storage"]
-    assert storage.take_login_attempt("203.0.113.5", dashboard.LOGIN_MAX_FAILURES, 60000) == (True, 0)
+    storage = services.of(app).store
+    assert storage.limits.take_sign_in_attempt("203.0.113.5", dashboard.LOGIN_MAX_FAILURES, 60000) == (True, 0)
     redis_client.delete("ocw:{admission}:login:203.0.113.5")  # the window expires before the key is checked
-    storage.give_back_login_attempt("203.0.113.5")
+    storage.limits.give_back_sign_in_attempt("203.0.113.5")
     assert redis_client.exists("ocw:{admission}:login:203.0.113.5") == 0  # not a -1 that never expires

@@ -82,8 +82,8 @@ def test_sign_in_list_thread_delete_and_the_conversation_is_gone_then_sign_out(
     chat(server, "visitor-older", "Do you ship to Norway?")
     conversation_id = chat(server, "visitor-42", "Where is my order?")
     # A reply cut mid-stream, as the service stores it when the visitor leaves.
-    turns = storage.Storage(storage.connect(redis_server.url), "ocw")
-    turns.append_message(conversation_id, "visitor-42", "assistant", "Let me check the tracking", interrupted=True)
+    store = storage.Storage(storage.connect(redis_server.url), "ocw")
+    store.conversations.append_message(conversation_id, "visitor-42", "assistant", "Let me check the tracking", interrupted=True)
 
     sign_in(page, server)
     assert page.url == server.url + "/admin/conversations"
@@ -117,7 +117,7 @@ def test_sign_in_list_thread_delete_and_the_conversation_is_gone_then_sign_out(
     assert page.get_by_role("status").inner_text() == "Conversation deleted."
     assert "visitor-42" not in page.locator("table.list").inner_text()
     assert page.goto(f"{server.url}/admin/conversations/{conversation_id}").status == 404
-    assert turns.get_conversation(conversation_id) is None
+    assert store.conversations.get(conversation_id) is None
 
     page.goto(server.url + "/admin/conversations")
     page.click("button:has-text('Sign out')")

@@ -9,7 +9,9 @@ import tracemalloc
 
 import pytest
 
+import services
 import storage
+from storage.conversations import BATCH
 from tests.conftest import admin_headers, chat_headers
 
 LIST = "/v1/admin/conversations"
@@ -66,10 +68,10 @@ def test_export_is_one_line_per_conversation_with_its_messages_least_recently_up
 
 
 def test_export_since_a_time_skips_conversations_not_updated_since(app, client):
-    turns = app.extensions["storage"]
-    turns.clock = lambda: 1_700_000_000.000
+    store = services.of(app).store
+    store.clock.seconds = lambda: 1_700_000_000.000
     chat(client, "old")
-    turns.clock = lambda: 1_700_000_100.000
+    store.clock.seconds = lambda: 1_700_000_100.000
     recent = chat(client, "recent")
     assert [line["conversation"]["_id"] for line in export(client, updatedSince="1700000100000")] == [recent]
     assert len(export(client, updatedSince="0")) == 2
@@ -77,11 +79,11 @@ def test_export_since_a_time_skips_conversations_not_updated_since(app, client):
 
 
 def test_export_walks_every_conversation_once_across_batches_even_with_equal_timestamps(app, client, redis_client):
-    turns = app.extensions["storage"]
-    ids = [turns.conversation_for_session(f"s{i}") for i in range(storage.BATCH * 2 + 30)]
+    store = services.of(app).store
+    ids = [store.conversations.id_for_session(f"s{i}") for i in range(BATCH * 2 + 30)]
     for i, conversation_id in enumerate(ids):
-        turns.clock = lambda i=i: 1_700_000_000 + (i // 70)  # runs of 70 conversations share a millisecond
-        turns.append_message(conversation_id, f"s{i}", "user", "hi")
+        store.clock.seconds = lambda i=i: 1_700_000_000 + (i // 70)  # runs of 70 conversations share a millisecond
+        store.conversations.append_message(conversation_id, f"s{i}", "user", "hi")
     exported = [line["conversation"]["_id"] for line in export(client)]
     assert sorted(exported) == sorted(ids) and len(exported) == len(ids)
 
@@ -108,10 +110,10 @@ def peak_export_memory(app, updated_since: int) -> tuple[int, int]:
 
 
 def test_export_memory_stays_flat_whatever_the_number_of_conversations(app, redis_client):
-    turns = app.extensions["storage"]
+    store = services.of(app).store
     for i in range(5000):  # 20 MB of messages: one 4 kB message each, a millisecond apart
-        turns.clock = lambda i=i: 1_700_000_000 + i / 1000
-        turns.append_message(storage.new_id(), f"s{i}", "user", "x" * 4000)
+        store.clock.seconds = lambda i=i: 1_700_000_000 + i / 1000
+        store.conversations.append_message(storage.new_id(), f"s{i}", "user", "x" * 4000)
     last_thousand = 1_700_000_000_000 + 4000
     small_lines, small_peak = peak_export_memory(app, last_thousand)
     large_lines, large_peak = peak_export_memory(app, 0)
@@ -127,8 +129,8 @@ def test_erasing_a_session_removes_everything_stored_for_that_end_user(app, clie
     erased = chat(client, "data-subject", "my address is 1 Main Street")
     chat(client, "data-subject", "and my phone number")
     kept = chat(client, "someone-else")
-    keys = app.extensions["storage"].keys
-    assert redis_client.exists(keys.session_messages("data-subject"))
+    keys = services.of(app).store.keys
+    assert redis_client.exists(keys.session_quota("data-subject"))
 
     with caplog.at_level(logging.INFO):
         response = client.delete("/v1/admin/sessions/data-subject", headers=admin_headers())

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import services
 import auth
-import chat_request
+import chat
 from config import ConfigError, load_settings, split_list
 from tests.conftest import WIDGET_KEY
 
@@ -40,7 +41,7 @@ message_fields = messages | st.text(max_size=60) | st.integers(3995, 4005).map("
 
 
 def contract_problems(body) -> set[str]:
-    """The fields CONTRACT.md (and the README, for `retry`) says are wrong in this body ("body"
+    """The fields CONTRACT.md (and docs/API.md, for `retry`) says are wrong in this body ("body"
     if it is not an object)."""
     if not isinstance(body, dict):
         return {"body"}
@@ -59,8 +60,8 @@ def contract_problems(body) -> set[str]:
 def validate(data: bytes):
     """What the chat request parser makes of a body: (sessionId, message) or the set of fields named."""
     try:
-        turn = chat_request.parse(data)
-    except chat_request.InvalidBody as refused:
+        turn = chat.parse(data)
+    except chat.InvalidBody as refused:
         return set(refused.details)
     return turn.session_id, turn.message
 
@@ -172,11 +173,11 @@ def test_every_prompt_alternates_from_a_user_message_to_the_new_one_whatever_sto
     the new one (strict chat templates refuse anything else)."""
     upstream.reset()
     app = make_app(MAX_HISTORY_MESSAGES=str(window))
-    turns = app.extensions["storage"]
+    store = services.of(app).store
     session_id = f"property-{uuid.uuid4().hex}"
-    conversation_id = turns.conversation_for_session(session_id)
+    conversation_id = store.conversations.id_for_session(session_id)
     for message in history:
-        turns.append_message(conversation_id, session_id, message["role"], message["content"],
+        store.conversations.append_message(conversation_id, session_id, message["role"], message["content"],
                              interrupted=message["role"] == "assistant" and message["interrupted"])
     body = {"sessionId": session_id, "message": new_message, "retry": retry}
     assert app.test_client().post("/v1/chat", json=body, headers={"X-Api-Key": WIDGET_KEY}).status_code == 200

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+import services
 from tests.conftest import admin_headers, chat_headers
 
 RETENTION_DAYS = "0.00001"  # 864 ms
@@ -49,7 +50,7 @@ def test_an_idle_conversation_disappears_without_a_cron_job(short_retention, red
     assert stored_keys(redis_client) == []
     assert client.get(f"{LIST}/{conversation_id}", headers=admin_headers()).status_code == 404
     assert listing(client) == {"conversations": [], "total": 0, "nextCursor": None}
-    index = short_retention.extensions["storage"].keys.index()
+    index = services.of(short_retention).store.keys.index()
     assert redis_client.zcard(index) == 0  # the listing swept its own index
     stats = client.get("/v1/admin/stats", headers=admin_headers()).get_json()
     assert (stats["conversations"], stats["messages"]) == (0, 0)
@@ -86,31 +87,31 @@ def test_unsetting_the_retention_keeps_active_conversations_forever(short_retent
 
 
 def test_listing_never_returns_an_entry_whose_data_is_gone_and_removes_it(app, client, redis_client):
-    turns = app.extensions["storage"]
+    store = services.of(app).store
     gone, kept = chat(client, session="evicted"), chat(client, session="kept")
-    redis_client.delete(turns.keys.conversation(gone), turns.keys.messages(gone))  # as an eviction would
+    redis_client.delete(store.keys.conversation(gone), store.keys.messages(gone))  # as an eviction would
 
     body = listing(client)
     assert [c["_id"] for c in body["conversations"]] == [kept]
     # A fresh entry may belong to a conversation still being written (cluster pipelines), so
     # it is removed only once it is a minute old.
-    assert redis_client.zscore(turns.keys.index(), gone) is not None
-    turns.clock = lambda: time.time() + 61
+    assert redis_client.zscore(store.keys.index(), gone) is not None
+    store.clock.seconds = lambda: time.time() + 61
     assert [c["_id"] for c in listing(client)["conversations"]] == [kept]
-    assert redis_client.zscore(turns.keys.index(), gone) is None
+    assert redis_client.zscore(store.keys.index(), gone) is None
     assert listing(client)["total"] == 1
 
 
 def test_purge_deletes_only_conversations_idle_since_before_the_cutoff(app, client, redis_client):
-    turns = app.extensions["storage"]
+    store = services.of(app).store
     now = time.time()
-    turns.clock = lambda: now - 10 * 86400
+    store.clock.seconds = lambda: now - 10 * 86400
     old = chat(client, session="old")
-    turns.clock = lambda: now
+    store.clock.seconds = lambda: now
     recent = chat(client, session="recent")
 
-    assert turns.purge_idle(int((now - 5 * 86400) * 1000)) == 1
-    assert turns.get_conversation(old) is None
-    assert turns.get_conversation(recent) is not None
-    assert not redis_client.exists(turns.keys.session("old"))
-    assert turns.stats()["messages"] == 2
+    assert store.conversations.purge_idle(int((now - 5 * 86400) * 1000)) == 1
+    assert store.conversations.get(old) is None
+    assert store.conversations.get(recent) is not None
+    assert not redis_client.exists(store.keys.session("old"))
+    assert store.stats()["messages"] == 2

@@ -8,7 +8,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+import services
 import storage
+from storage.counts import HOURLY_COUNT_LIFETIME_MS
 from tests.conftest import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_headers
 
 STATS = "/v1/admin/stats"
@@ -50,7 +52,7 @@ def test_stats_count_requests_tokens_and_every_kind_of_refusal_or_failure(make_a
 
 
 def test_last_hour_and_last_day_take_the_oldest_hour_pro_rata(app, client):
-    turns = app.extensions["storage"]
+    store = services.of(app).store
     events = {  # hour -> events in it; the clock then stands at 12:30 on the 27th
         "2026-11-26T11:10": 32,  # 25 hours back: outside both windows
         "2026-11-26T12:10": 16,  # 24 hours back: half of it lies in the last day
@@ -59,10 +61,10 @@ def test_last_hour_and_last_day_take_the_oldest_hour_pro_rata(app, client):
         "2026-11-27T12:10": 2,  # this hour so far
     }
     for moment, count in events.items():
-        turns.clock = lambda moment=moment: at(moment)
+        store.clock.seconds = lambda moment=moment: at(moment)
         for _ in range(count):
-            turns.count("refusedOrigins")
-    turns.clock = lambda: at("2026-11-27T12:30")
+            store.counts.add("refusedOrigins")
+    store.clock.seconds = lambda: at("2026-11-27T12:30")
     body = stats(client)
     assert body["lastHour"]["refusedOrigins"] == 2 + 4 // 2
     assert body["lastDay"]["refusedOrigins"] == 2 + 4 + 8 + 16 // 2
@@ -73,16 +75,16 @@ def test_hourly_counts_expire_on_their_own(client, redis_client):
     counts = [key for key in redis_client.keys("*") if ":count:" in key]
     assert {key.split(":")[3] for key in counts} == {"chatRequests", "outputTokens"}
     for key in counts:
-        assert 0 < redis_client.pttl(key) <= storage.HOURLY_COUNT_LIFETIME_MS
+        assert 0 < redis_client.pttl(key) <= HOURLY_COUNT_LIFETIME_MS
 
 
 def test_message_total_follows_deletions_and_ignores_replies_to_deleted_conversations(app, client):
-    turns = app.extensions["storage"]
+    store = services.of(app).store
     ids = [client.post("/v1/chat", json={"sessionId": f"s{i}", "message": "hi"}, headers=chat_headers())
            .get_json()["conversationId"] for i in range(3)]
     assert stats(client)["messages"] == 6
     assert client.delete(f"/v1/admin/conversations/{ids[0]}", headers=admin_headers()).status_code == 204
-    turns.append_message(ids[0], "s0", "assistant", "a reply that arrives too late")
+    store.conversations.append_message(ids[0], "s0", "assistant", "a reply that arrives too late")
     assert stats(client)["messages"] == 4
     assert client.delete("/v1/admin/sessions/s1", headers=admin_headers()).status_code == 204
     assert (stats(client)["conversations"], stats(client)["messages"]) == (1, 2)

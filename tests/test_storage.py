@@ -6,6 +6,7 @@ import re
 import pytest
 from redis.crc import key_slot
 
+import services
 import storage
 from tests.conftest import admin_headers, chat_headers
 
@@ -13,17 +14,17 @@ CONVERSATION_ID = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
-def turns(app) -> storage.Storage:
-    return app.extensions["storage"]
+def store(app) -> storage.Storage:
+    return services.of(app).store
 
 
 def make_storage(redis_server, prefix) -> storage.Storage:
     return storage.Storage(storage.connect(redis_server.url), prefix)
 
 
-def start_conversation(turns, session, message="hello"):
-    conversation_id = turns.conversation_for_session(session)
-    turns.append_message(conversation_id, session, "user", message)
+def start_conversation(store, session, message="hello"):
+    conversation_id = store.conversations.id_for_session(session)
+    store.conversations.append_message(conversation_id, session, "user", message)
     return conversation_id
 
 
@@ -42,11 +43,12 @@ KEY_BUILDERS = [
     ("session", ("session-1",)),
     ("index", ()),
     ("client_requests", ("203.0.113.9",)),
-    ("session_messages", ("session-1",)),
+    ("session_quota", ("session-1",)),
     ("daily_requests", ("2026-11-27",)),
     ("daily_tokens", ("2026-11-27",)),
     ("hourly_count", ("chatRequests", "2026-11-27T09")),
-    ("login_failures", ("203.0.113.9",)),
+    ("sign_in_attempts", ("203.0.113.9",)),
+    ("dashboard_session", ("dashboard-session-1",)),
     ("message_total", ()),
     ("message_counts", ()),
 ]
@@ -83,13 +85,13 @@ def test_different_prefixes_keep_two_deployments_apart_on_one_redis(redis_server
     a, b = make_storage(redis_server, "a"), make_storage(redis_server, "b")
     conversation_id = start_conversation(a, "shared-session")
 
-    page = b.list_conversations(10)
+    page = b.conversations.page(10)
     assert (page.conversations, page.total, page.next_cursor) == ([], 0, None)
-    assert b.get_conversation(conversation_id) is None
-    assert b.conversation_for_session("shared-session") != conversation_id
-    assert b.delete_conversation(conversation_id) is False
-    assert a.get_conversation(conversation_id) is not None
-    assert a.list_conversations(10).total == 1
+    assert b.conversations.get(conversation_id) is None
+    assert b.conversations.id_for_session("shared-session") != conversation_id
+    assert b.conversations.delete(conversation_id) is False
+    assert a.conversations.get(conversation_id) is not None
+    assert a.conversations.page(10).total == 1
 
 
 def test_different_prefixes_through_the_apps(make_app, redis_client):
@@ -102,64 +104,64 @@ def test_different_prefixes_through_the_apps(make_app, redis_client):
 # ---- sessions ------------------------------------------------------------------------------
 
 
-def test_a_session_resolves_to_the_same_conversation_every_time(turns, redis_client):
-    first = turns.conversation_for_session("s-1")
-    assert [turns.conversation_for_session("s-1") for _ in range(5)] == [first] * 5
+def test_a_session_resolves_to_the_same_conversation_every_time(store, redis_client):
+    first = store.conversations.id_for_session("s-1")
+    assert [store.conversations.id_for_session("s-1") for _ in range(5)] == [first] * 5
     assert storage.CONVERSATION_ID.match(first)
 
 
-def test_different_sessions_resolve_to_different_conversations(turns, redis_client):
-    ids = {turns.conversation_for_session(f"s-{i}") for i in range(20)}
+def test_different_sessions_resolve_to_different_conversations(store, redis_client):
+    ids = {store.conversations.id_for_session(f"s-{i}") for i in range(20)}
     assert len(ids) == 20
 
 
 # ---- append --------------------------------------------------------------------------------
 
 
-def test_assistant_message_to_a_deleted_conversation_does_not_recreate_it(turns, redis_client):
-    conversation_id = start_conversation(turns, "s-1")
-    assert turns.delete_conversation(conversation_id)
+def test_assistant_message_to_a_deleted_conversation_does_not_recreate_it(store, redis_client):
+    conversation_id = start_conversation(store, "s-1")
+    assert store.conversations.delete(conversation_id)
 
-    assert turns.append_message(conversation_id, "s-1", "assistant", "late reply") == []
-    assert turns.get_conversation(conversation_id) is None
-    assert turns.list_conversations(10).total == 0
-    assert redis_client.zscore(turns.keys.index(), conversation_id) is None
+    assert store.conversations.append_message(conversation_id, "s-1", "assistant", "late reply") == []
+    assert store.conversations.get(conversation_id) is None
+    assert store.conversations.page(10).total == 0
+    assert redis_client.zscore(store.keys.index(), conversation_id) is None
     assert redis_client.keys(f"*{conversation_id}*") == []
 
 
-def test_assistant_message_to_a_conversation_that_never_existed_is_dropped(turns, redis_client):
-    turns.append_message(CONVERSATION_ID, "s-1", "assistant", "orphan", interrupted=True)
-    assert turns.get_conversation(CONVERSATION_ID) is None
+def test_assistant_message_to_a_conversation_that_never_existed_is_dropped(store, redis_client):
+    store.conversations.append_message(CONVERSATION_ID, "s-1", "assistant", "orphan", interrupted=True)
+    assert store.conversations.get(CONVERSATION_ID) is None
     assert redis_client.keys("*") == []
 
 
-def test_append_returns_the_newest_messages_including_the_new_one(turns, redis_client):
-    conversation_id = turns.conversation_for_session("s-1")
+def test_append_returns_the_newest_messages_including_the_new_one(store, redis_client):
+    conversation_id = store.conversations.id_for_session("s-1")
     for i in range(5):
-        turns.append_message(conversation_id, "s-1", "user", f"m{i}")
-    recent = turns.append_message(conversation_id, "s-1", "user", "m5", history=3)
+        store.conversations.append_message(conversation_id, "s-1", "user", f"m{i}")
+    recent = store.conversations.append_message(conversation_id, "s-1", "user", "m5", history=3)
     assert [m["content"] for m in recent] == ["m3", "m4", "m5"]
 
 
 @pytest.mark.parametrize("role", ["user", "assistant"])
-def test_interrupted_flag_is_stored_only_when_given(turns, redis_client, role):
-    conversation_id = start_conversation(turns, "s-1")
-    turns.append_message(conversation_id, "s-1", role, "finished")
-    turns.append_message(conversation_id, "s-1", role, "cut short", interrupted=True)
-    _, messages = turns.get_conversation(conversation_id)
+def test_interrupted_flag_is_stored_only_when_given(store, redis_client, role):
+    conversation_id = start_conversation(store, "s-1")
+    store.conversations.append_message(conversation_id, "s-1", role, "finished")
+    store.conversations.append_message(conversation_id, "s-1", role, "cut short", interrupted=True)
+    _, messages = store.conversations.get(conversation_id)
     assert "interrupted" not in messages[0]
     assert "interrupted" not in messages[1]
     assert messages[2]["content"] == "cut short"
     assert messages[2]["interrupted"] is True
 
 
-def test_appends_arriving_out_of_clock_order_keep_times_in_list_order(turns, redis_client):
+def test_appends_arriving_out_of_clock_order_keep_times_in_list_order(store, redis_client):
     # Two workers stamp their messages, and the later stamp reaches Redis first.
-    conversation_id = turns.conversation_for_session("s-1")
+    conversation_id = store.conversations.id_for_session("s-1")
     for stamp, role in ((5000, "user"), (3000, "user"), (4000, "assistant"), (6000, "assistant")):
-        turns.clock = lambda: stamp / 1000
-        turns.append_message(conversation_id, "s-1", role, f"at {stamp}")
-    summary, messages = turns.get_conversation(conversation_id)
+        store.clock.seconds = lambda: stamp / 1000
+        store.conversations.append_message(conversation_id, "s-1", role, f"at {stamp}")
+    summary, messages = store.conversations.get(conversation_id)
     assert [(m["content"], m["createdAt"]) for m in messages] == [
         ("at 5000", 5000), ("at 3000", 5000), ("at 4000", 5000), ("at 6000", 6000)
     ]
@@ -171,13 +173,13 @@ def test_appends_arriving_out_of_clock_order_keep_times_in_list_order(turns, red
 
 
 @pytest.mark.parametrize("page", ["first", "after cursor"])
-def test_listing_reads_only_the_page_not_every_conversation(turns, redis_client, page):
+def test_listing_reads_only_the_page_not_every_conversation(store, redis_client, page):
     for i in range(500):
-        turns.append_message(storage.new_id(), f"s-{i}", "user", f"m{i}")
-    cursor = turns.list_conversations(10).next_cursor if page == "after cursor" else None
+        store.conversations.append_message(storage.new_id(), f"s-{i}", "user", f"m{i}")
+    cursor = store.conversations.page(10).next_cursor if page == "after cursor" else None
 
     redis_client.config_resetstat()
-    result = turns.list_conversations(10, cursor)
+    result = store.conversations.page(10, cursor)
     calls = command_calls(redis_client)
 
     assert len(result.conversations) == 10
@@ -188,13 +190,13 @@ def test_listing_reads_only_the_page_not_every_conversation(turns, redis_client,
 
 
 @pytest.mark.parametrize("path", ["/v1/chat", "/v1/chat/stream"])
-def test_a_chat_turn_costs_the_same_redis_commands_whatever_the_history_length(app, client, turns, redis_client, path):
+def test_a_chat_turn_costs_the_same_redis_commands_whatever_the_history_length(app, client, store, redis_client, path):
     for session, count in (("short", 2), ("long", 200)):
-        conversation_id = turns.conversation_for_session(session)
+        conversation_id = store.conversations.id_for_session(session)
         for i in range(count):
-            turns.append_message(conversation_id, session, "user" if i % 2 == 0 else "assistant", f"m{i}")
+            store.conversations.append_message(conversation_id, session, "user" if i % 2 == 0 else "assistant", f"m{i}")
     for i in range(300):  # and many other conversations around
-        turns.append_message(storage.new_id(), f"other-{i}", "user", "x")
+        store.conversations.append_message(storage.new_id(), f"other-{i}", "user", "x")
     warm_up = client.post(path, json={"sessionId": "warm-up", "message": "hi"}, headers=chat_headers())
     assert warm_up.status_code == 200  # loads every script once and opens the pooled connection
     warm_up.get_data()
@@ -210,14 +212,14 @@ def test_a_chat_turn_costs_the_same_redis_commands_whatever_the_history_length(a
     assert costs["short"] == costs["long"]
     assert sum(costs["short"].values()) == sum(costs["long"].values())
     assert "keys" not in costs["long"] and "scan" not in costs["long"]
-    assert turns.get_conversation(turns.conversation_for_session("long"))[0]["messageCount"] == 202
+    assert store.conversations.get(store.conversations.id_for_session("long"))[0]["messageCount"] == 202
 
 
 def test_admission_counters_share_one_hash_tag_so_one_script_can_check_them_all():
     keys = storage.Keys("ocw")
-    admission = [keys.client_requests("203.0.113.9"), keys.session_messages("s-1"),
+    admission = [keys.client_requests("203.0.113.9"), keys.session_quota("s-1"),
                  keys.daily_requests("2026-11-27"), keys.daily_tokens("2026-11-27"),
-                 keys.login_failures("203.0.113.9")]
+                 keys.sign_in_attempts("203.0.113.9")]
     assert {key_slot(key.encode()) for key in admission} == {key_slot(b"{admission}")}
 
 
@@ -227,19 +229,19 @@ def test_hourly_counts_share_the_admission_hash_tag_and_message_totals_share_the
     assert {key_slot(key.encode()) for key in hourly} == {key_slot(keys.client_requests("203.0.113.9").encode())}
     assert key_slot(keys.message_total().encode()) == key_slot(keys.message_counts().encode())
 @pytest.mark.parametrize("length", [3, 500])
-def test_session_history_is_one_get_and_one_lrange_whatever_the_length(turns, redis_client, length):
-    conversation_id = start_conversation(turns, "reader")
+def test_session_history_is_one_get_and_one_lrange_whatever_the_length(store, redis_client, length):
+    conversation_id = start_conversation(store, "reader")
     for i in range(length - 1):
-        turns.append_message(conversation_id, "reader", "assistant", f"m{i}")
+        store.conversations.append_message(conversation_id, "reader", "assistant", f"m{i}")
     redis_client.config_resetstat()
-    messages = turns.session_messages("reader", 100)
+    messages = store.conversations.history("reader", 100)
     assert len(messages) == min(length, 100)
     assert command_calls(redis_client) == {"get": 1, "lrange": 1}
 
 
-def test_session_history_of_an_unknown_session_only_reads(turns, redis_client):
-    turns.ping()  # opens the pooled connection, whose handshake is not the read's cost
+def test_session_history_of_an_unknown_session_only_reads(store, redis_client):
+    store.ping()  # opens the pooled connection, whose handshake is not the read's cost
     redis_client.config_resetstat()
-    assert turns.session_messages("unknown", 100) == []
+    assert store.conversations.history("unknown", 100) == []
     assert command_calls(redis_client) == {"get": 1}
     assert redis_client.keys("*") == []

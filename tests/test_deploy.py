@@ -53,10 +53,10 @@ def test_app_json_describes_a_production_deploy_with_generated_keys_and_heroku_r
     assert APP_JSON["name"] and APP_JSON["description"]
 
 
-def test_every_variable_of_app_json_is_documented_in_the_readme():
-    readme = (ROOT / "README.md").read_text()
+def test_every_variable_of_app_json_is_documented_in_the_configuration_reference():
+    reference = (ROOT / "docs" / "CONFIGURATION.md").read_text()
     for name in APP_JSON["env"]:
-        assert f"| `{name}` |" in readme, name
+        assert f"| `{name}` |" in reference, name
 
 
 def test_python_version_file_names_a_supported_python():

@@ -6,17 +6,11 @@ import time
 import pytest
 
 import services
-from tests.conftest import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_headers
+from tests.support import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_headers, chat_turn
 
 LIST = "/v1/admin/conversations"
 SUMMARY_KEYS = {"_id", "_creationTime", "sessionId", "createdAt", "updatedAt", "lastMessage", "messageCount"}
 MESSAGE_KEYS = {"_id", "role", "content", "createdAt"}
-
-
-def post_chat(client, session="s-1", message="Hi"):
-    response = client.post("/v1/chat", json={"sessionId": session, "message": message}, headers=chat_headers())
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()["conversationId"]
 
 
 def add_conversation(app, session, message="hello"):
@@ -63,7 +57,7 @@ def walk_pages(client, limit) -> list[dict]:
 # ---- listing order -------------------------------------------------------------------------
 
 
-def test_listing_is_newest_updated_first_and_a_new_message_moves_a_conversation_to_the_top(app, client):
+def test_listing_is_newest_updated_first_and_a_new_message_moves_a_conversation_to_the_top(app, client, chat):
     a, b, c = add_conversations(app, 3, spaced=True)
     assert listed_ids(client) == [c, b, a]
 
@@ -72,7 +66,7 @@ def test_listing_is_newest_updated_first_and_a_new_message_moves_a_conversation_
     assert listed_ids(client) == [a, c, b]
 
     time.sleep(0.002)
-    post_chat(client, session="s-1")  # b gets a whole new turn through the chat route
+    chat(session="s-1")  # b gets a whole new turn through the chat route
     body = get_list(client).get_json()
     assert [s["_id"] for s in body["conversations"]] == [b, a, c]
     updated = [s["updatedAt"] for s in body["conversations"]]
@@ -185,9 +179,9 @@ def test_malformed_cursor_is_400_naming_cursor(app, client, cursor, filter_by_se
 # ---- summary and thread --------------------------------------------------------------------
 
 
-def test_summary_has_exactly_the_documented_keys_with_integer_timestamps(client, upstream):
+def test_summary_has_exactly_the_documented_keys_with_integer_timestamps(client, upstream, chat):
     upstream.reply = "".join(chr(ord("A") + i % 26) for i in range(1000))  # no spaces: one token
-    conversation_id = post_chat(client, session="shape", message="x" * 1000)
+    conversation_id = chat(session="shape", message="x" * 1000)
     summary = get_list(client).get_json()["conversations"][0]
     assert set(summary) == SUMMARY_KEYS
     for field in ("_creationTime", "createdAt", "updatedAt", "messageCount"):
@@ -210,11 +204,11 @@ def test_last_message_is_the_first_500_chars_of_a_long_user_message(app, client)
     assert thread["messages"][0]["content"] == text  # the message itself is kept whole
 
 
-def test_thread_is_the_summary_and_messages_oldest_first(client, upstream):
+def test_thread_is_the_summary_and_messages_oldest_first(client, upstream, chat):
     upstream.reply = "first answer"
-    conversation_id = post_chat(client, session="thread", message="first question")
+    conversation_id = chat(session="thread", message="first question")
     upstream.reply = "second answer"
-    post_chat(client, session="thread", message="second question")
+    chat(session="thread", message="second question")
 
     response = client.get(f"{LIST}/{conversation_id}", headers=admin_headers())
     assert response.status_code == 200
@@ -267,10 +261,10 @@ def test_ids_with_encoded_slashes_are_404_json(app, client, method, path):
 # ---- delete --------------------------------------------------------------------------------
 
 
-def test_delete_removes_conversation_messages_session_mapping_and_index_entry(app, client, redis_client):
-    doomed = post_chat(client, session="doomed")
-    post_chat(client, session="doomed")
-    kept = post_chat(client, session="kept")
+def test_delete_removes_conversation_messages_session_mapping_and_index_entry(app, client, redis_client, chat):
+    doomed = chat(session="doomed")
+    chat(session="doomed")
+    kept = chat(session="kept")
     assert get_list(client).get_json()["total"] == 2
     keys = services.of(app).store.keys
 
@@ -287,23 +281,23 @@ def test_delete_removes_conversation_messages_session_mapping_and_index_entry(ap
     assert not redis_client.exists(keys.session("doomed"))
     assert redis_client.exists(keys.session("kept"))
 
-    reborn = post_chat(client, session="doomed")
+    reborn = chat(session="doomed")
     assert reborn != doomed
     thread = client.get(f"{LIST}/{reborn}", headers=admin_headers()).get_json()
     assert thread["conversation"]["messageCount"] == 2  # a fresh conversation, not the old history
 
 
-def test_deleting_twice_is_404_the_second_time(client):
-    conversation_id = post_chat(client)
+def test_deleting_twice_is_404_the_second_time(client, chat):
+    conversation_id = chat()
     assert client.delete(f"{LIST}/{conversation_id}", headers=admin_headers()).status_code == 204
     response = client.delete(f"{LIST}/{conversation_id}", headers=admin_headers())
     assert response.status_code == 404
     assert response.get_json() == {"error": "Conversation not found"}
 
 
-def test_delete_leaves_other_conversations_untouched(client):
-    kept = post_chat(client, session="kept", message="keep me")
-    doomed = post_chat(client, session="doomed")
+def test_delete_leaves_other_conversations_untouched(client, chat):
+    kept = chat(session="kept", message="keep me")
+    doomed = chat(session="doomed")
     before = client.get(f"{LIST}/{kept}", headers=admin_headers()).get_json()
     client.delete(f"{LIST}/{doomed}", headers=admin_headers())
     assert client.get(f"{LIST}/{kept}", headers=admin_headers()).get_json() == before
@@ -337,4 +331,4 @@ def test_admin_routes_answer_503_when_admin_key_is_unset(make_app, method, path,
 
 def test_chat_still_works_when_admin_key_is_unset(make_app):
     client = make_app(ADMIN_API_KEY=None).test_client()
-    post_chat(client)
+    chat_turn(client)

@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 TINY = {
     "chat_turn": ["--turns", "40", "--concurrency", "4", "--latency-samples", "20"],

@@ -7,17 +7,13 @@ import threading
 import pytest
 
 import services
-from tests.conftest import chat_headers
+from tests.support import chat_headers, post_chat
 
 STREAM_ROUTES = ["/v1/chat/stream", "/chat"]
 
 
 def events(response) -> list[dict]:
     return [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
-
-
-def post_chat(client, path="/v1/chat", session="s-1", message="Hi", **kwargs):
-    return client.post(path, json={"sessionId": session, "message": message}, headers=chat_headers(), **kwargs)
 
 
 def stored_messages(app, session="s-1"):
@@ -219,7 +215,7 @@ def test_upstream_timeout_is_504_and_user_message_kept(make_app, upstream):
 
 
 def test_unreachable_upstream_is_502(make_app):
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     app = make_app(OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1")
     assert post_chat(app.test_client()).status_code == 502
@@ -284,7 +280,7 @@ def test_client_leaving_mid_stream_closes_upstream_and_stores_partial_as_interru
     received = [json.loads(next(chunks)) for _ in range(4)]  # start + 3 tokens
     response.close()  # the client goes away
     assert [e["type"] for e in received] == ["start", "token", "token", "token"]
-    from tests.conftest import wait_until
+    from tests.support import wait_until
 
     assert wait_until(lambda: upstream.hangups, timeout=3), "upstream connection was not closed"
     assert upstream.finished_streams == 0

@@ -10,7 +10,7 @@ import pytest
 
 from config import load_settings
 import services
-from tests.conftest import ADMIN_KEY, ROOT, RUNTIME_PYTHON, WIDGET_KEY, chat_headers, free_port
+from tests.support import ADMIN_KEY, ROOT, RUNTIME_PYTHON, WIDGET_KEY, chat_headers, chat_turn, free_port
 
 COMMANDS = [
     [], ["keygen"], ["conversations"], ["conversations", "list"], ["conversations", "show"],
@@ -24,12 +24,6 @@ def ocw(app):
     """Run `ocw <args>` through the app's Flask CLI, as `flask --app app` does."""
     runner = app.test_cli_runner()
     return lambda *args, **kwargs: runner.invoke(args=["ocw", *args], **kwargs)
-
-
-def chat(app, session, message="hello"):
-    response = app.test_client().post("/v1/chat", json={"sessionId": session, "message": message}, headers=chat_headers())
-    assert response.status_code == 200
-    return response.get_json()["conversationId"]
 
 
 def run_script(*args, env):
@@ -66,7 +60,7 @@ def test_keygen_works_before_anything_is_configured():
 def test_list_shows_newest_first_with_session_and_pages_with_a_cursor(app, ocw):
     ids = []
     for i in range(3):
-        ids.append(chat(app, f"visitor-{i}"))
+        ids.append(chat_turn(app.test_client(), f"visitor-{i}"))
         time.sleep(0.002)
     first = ocw("conversations", "list", "--limit", "2")
     assert first.exit_code == 0, first.output
@@ -87,7 +81,7 @@ def test_list_refuses_bad_options_naming_them(ocw, redis_client, args):
 
 
 def test_show_prints_the_conversation_as_json_or_fails_when_unknown(app, ocw):
-    conversation_id = chat(app, "shown", "what is shown")
+    conversation_id = chat_turn(app.test_client(), "shown", "what is shown")
     body = json.loads(ocw("conversations", "show", conversation_id).output)
     assert body["conversation"]["_id"] == conversation_id
     assert body["messages"][0]["content"] == "what is shown"
@@ -98,9 +92,9 @@ def test_show_prints_the_conversation_as_json_or_fails_when_unknown(app, ocw):
 def test_export_writes_ndjson_to_a_file(app, ocw, tmp_path):
     store = services.of(app).store
     store.clock.seconds = lambda: 1_700_000_000
-    chat(app, "old")
+    chat_turn(app.test_client(), "old")
     store.clock.seconds = lambda: 1_700_000_100
-    recent = chat(app, "recent")
+    recent = chat_turn(app.test_client(), "recent")
     target = tmp_path / "export.ndjson"
     result = ocw("conversations", "export", "--output", str(target))
     assert result.exit_code == 0 and "Exported 2 conversations" in result.output
@@ -110,7 +104,7 @@ def test_export_writes_ndjson_to_a_file(app, ocw, tmp_path):
 
 
 def test_delete_asks_first_and_deletes_with_yes(app, ocw):
-    conversation_id = chat(app, "doomed")
+    conversation_id = chat_turn(app.test_client(), "doomed")
     declined = ocw("conversations", "delete", conversation_id, input="n\n")
     assert declined.exit_code == 1 and "Aborted" in declined.output
     assert services.of(app).store.conversations.get(conversation_id) is not None
@@ -123,7 +117,7 @@ def test_delete_asks_first_and_deletes_with_yes(app, ocw):
 # ---- sessions and purge --------------------------------------------------------------------
 
 def test_sessions_erase_removes_everything_of_the_session(app, ocw, redis_client):
-    conversation_id = chat(app, "data-subject")
+    conversation_id = chat_turn(app.test_client(), "data-subject")
     result = ocw("sessions", "erase", "data-subject", input="y\n")
     assert result.exit_code == 0 and "Erased everything stored for session data-subject" in result.output
     assert [key for key in redis_client.keys("*") if "data-subject" in key or conversation_id in key] == []
@@ -136,9 +130,9 @@ def test_purge_deletes_conversations_idle_for_more_than_the_given_days(app, ocw)
     store = services.of(app).store
     now = time.time()
     store.clock.seconds = lambda: now - 10 * 86400
-    old = chat(app, "old")
+    old = chat_turn(app.test_client(), "old")
     store.clock.seconds = lambda: now - 0.5 * 86400
-    recent = chat(app, "recent")
+    recent = chat_turn(app.test_client(), "recent")
     store.clock.seconds = lambda: now
     result = ocw("purge", "--days", "5", "--yes")
     assert result.exit_code == 0 and "Purged 1 conversations idle for more than 5 days" in result.output
@@ -213,7 +207,7 @@ def test_check_reports_a_bad_configuration_as_a_failed_check_without_the_key():
 
 
 def test_flask_cli_runs_the_commands_with_the_deployment_environment(base_env, app):
-    chat(app, "through-flask")
+    chat_turn(app.test_client(), "through-flask")
     result = subprocess.run([RUNTIME_PYTHON, "-m", "flask", "--app", "app", "ocw", "conversations", "list"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **base_env})
     assert result.returncode == 0, result.stderr

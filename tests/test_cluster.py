@@ -12,7 +12,7 @@ import requests
 
 import services
 import embedded_redis
-from tests.conftest import ADMIN_KEY, free_port, wait_until
+from tests.support import ADMIN_KEY, free_port, post_chat, wait_until
 from tests.test_chat import events
 
 SLOTS = 16384
@@ -108,16 +108,12 @@ def cluster_client(make_app, cluster_url):
     return app, app.test_client()
 
 
-def chat(client, session, message="hi", path="/v1/chat"):
-    return client.post(path, json={"sessionId": session, "message": message}, headers={"X-Api-Key": "widget-key-0123456789abcdef"})
-
-
 def test_chat_stream_and_admin_routes_work_on_redis_cluster(cluster_client, upstream):
     app, client = cluster_client
     sessions = [f"cluster-{i}" for i in range(12)]
     for session in sessions:
-        assert chat(client, session).status_code == 200
-    lines = events(chat(client, sessions[0], message="again", path="/v1/chat/stream"))
+        assert post_chat(client, session).status_code == 200
+    lines = events(post_chat(client, sessions[0], message="again", path="/v1/chat/stream"))
     assert lines[-1]["type"] == "done"
 
     admin = {"X-Admin-Api-Key": ADMIN_KEY}
@@ -136,14 +132,14 @@ def test_chat_stream_and_admin_routes_work_on_redis_cluster(cluster_client, upst
     assert [m["role"] for m in thread["messages"]] == ["user", "assistant", "user", "assistant"]
     assert client.delete(f"/v1/admin/conversations/{seen[0]['_id']}", headers=admin).status_code == 204
     assert client.get(f"/v1/admin/conversations/{seen[0]['_id']}", headers=admin).status_code == 404
-    assert chat(client, sessions[0]).get_json()["conversationId"] != seen[0]["_id"]
+    assert post_chat(client, sessions[0]).get_json()["conversationId"] != seen[0]["_id"]
 
 
 def test_rate_limit_is_shared_on_redis_cluster(make_app, cluster_url):
     app = make_app(REDIS_URL=cluster_url, REDIS_PREFIX="cl-rl", RATE_LIMIT_MAX_REQUESTS="2")
     services.of(app).store.client.delete(services.of(app).store.keys.client_requests("127.0.0.1"))
     clients = [app.test_client(), make_app(REDIS_URL=cluster_url, REDIS_PREFIX="cl-rl").test_client()]
-    statuses = [chat(clients[i % 2], "rl").status_code for i in range(3)]
+    statuses = [post_chat(clients[i % 2], "rl").status_code for i in range(3)]
     assert statuses == [200, 200, 429]
 
 
@@ -153,7 +149,7 @@ def test_export_erasure_stats_and_retention_work_on_redis_cluster(make_app, clus
     admin = {"X-Admin-Api-Key": ADMIN_KEY}
     sessions = [f"ops-{i}" for i in range(15)]
     for session in sessions:
-        assert chat(client, session).status_code == 200
+        assert post_chat(client, session).status_code == 200
     lines = client.get("/v1/admin/export", headers=admin).get_data(as_text=True).splitlines()
     assert sorted(json.loads(line)["conversation"]["sessionId"] for line in lines) == sorted(sessions)
 

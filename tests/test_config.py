@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from config import ConfigError, Limits, load_settings
-from tests.conftest import ADMIN_KEY, SECRET_KEY, WIDGET_KEY
+from tests.support import ADMIN_KEY, SECRET_KEY, WIDGET_KEY
 
 GOOD = {"WIDGET_API_KEY": WIDGET_KEY, "ADMIN_API_KEY": ADMIN_KEY, "OPENAI_API_KEY": "sk-test", "SECRET_KEY": SECRET_KEY}
 SHORT_KEY = "short-secret-key-23chars"[:23]

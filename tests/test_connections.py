@@ -8,7 +8,7 @@ import socket
 
 import requests
 
-from tests.conftest import WIDGET_KEY
+from tests.support import WIDGET_KEY
 
 
 def start_body(server, declared_length: int = 200) -> socket.socket:

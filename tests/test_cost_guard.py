@@ -12,13 +12,9 @@ import redis.connection
 import requests
 
 import services
-from tests.conftest import WIDGET_KEY, chat_headers
+from tests.support import WIDGET_KEY, chat_headers, post_chat
 
 BUDGET_EXHAUSTED = {"error": "Daily budget exhausted"}
-
-
-def turn(client, session="guarded", message="hi", key=WIDGET_KEY):
-    return client.post("/v1/chat", json={"sessionId": session, "message": message}, headers={"X-Api-Key": key})
 
 
 def at(iso: str) -> float:
@@ -27,36 +23,36 @@ def at(iso: str) -> float:
 
 def test_session_quota_answers_429_with_retry_after_before_the_model(make_app, upstream):
     client = make_app(SESSION_MAX_MESSAGES="3", SESSION_WINDOW_SECONDS="3600").test_client()
-    assert [turn(client).status_code for _ in range(3)] == [200, 200, 200]
-    refused = turn(client)
+    assert [post_chat(client).status_code for _ in range(3)] == [200, 200, 200]
+    refused = post_chat(client)
     assert refused.status_code == 429
     assert refused.get_json() == {"error": "Too many messages in this conversation, try again later"}
     assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
     assert len(upstream.requests) == 3
-    assert turn(client, session="another-visitor").status_code == 200
+    assert post_chat(client, session="another-visitor").status_code == 200
 
 
 def test_session_quota_window_resets(make_app):
     client = make_app(SESSION_MAX_MESSAGES="1", SESSION_WINDOW_SECONDS="0.3").test_client()
-    assert turn(client).status_code == 200
-    assert turn(client).status_code == 429
+    assert post_chat(client).status_code == 200
+    assert post_chat(client).status_code == 429
     time.sleep(0.4)
-    assert turn(client).status_code == 200
+    assert post_chat(client).status_code == 200
 
 
 def test_requests_without_the_key_or_with_a_bad_body_spend_no_quota_or_budget(make_app, upstream):
     client = make_app(SESSION_MAX_MESSAGES="2", DAILY_MAX_REQUESTS="2").test_client()
     for _ in range(5):
-        assert turn(client, key="not-the-key-but-long-enough").status_code == 401
-        assert client.post("/v1/chat", json={"sessionId": "guarded", "message": ""}, headers=chat_headers()).status_code == 400
-    assert [turn(client).status_code for _ in range(2)] == [200, 200]
+        assert post_chat(client, key="not-the-key-but-long-enough").status_code == 401
+        assert client.post("/v1/chat", json={"sessionId": "s-1", "message": ""}, headers=chat_headers()).status_code == 400
+    assert [post_chat(client).status_code for _ in range(2)] == [200, 200]
 
 
 def test_daily_request_budget_refuses_until_the_next_utc_day_without_calling_the_model(make_app, upstream):
     app = make_app(DAILY_MAX_REQUESTS="2")
     services.of(app).store.clock.seconds = lambda: at("2026-11-27T23:59:00")
     client = app.test_client()
-    assert [turn(client, session=f"s{i}").status_code for i in range(2)] == [200, 200]
+    assert [post_chat(client, session=f"s{i}").status_code for i in range(2)] == [200, 200]
     for path in ("/v1/chat", "/v1/chat/stream", "/chat"):
         refused = client.post(path, json={"sessionId": "s9", "message": "hi"}, headers=chat_headers())
         assert refused.status_code == 429
@@ -70,24 +66,24 @@ def test_daily_budget_starts_afresh_on_the_next_utc_day(make_app, upstream):
     storage = services.of(app).store
     client = app.test_client()
     storage.clock.seconds = lambda: at("2026-11-27T23:59:59.500")
-    assert turn(client).status_code == 200
-    refused = turn(client)
+    assert post_chat(client).status_code == 200
+    refused = post_chat(client)
     assert refused.get_json() == BUDGET_EXHAUSTED and refused.headers["Retry-After"] == "1"
     storage.clock.seconds = lambda: at("2026-11-28T00:00:00.100")
-    assert turn(client).status_code == 200
+    assert post_chat(client).status_code == 200
 
 
 def test_daily_token_budget_counts_reported_usage(make_app, upstream, redis_client):
     app = make_app(DAILY_MAX_TOKENS="5")
     client = app.test_client()
     upstream.reply = "one two three"  # the fake upstream reports 3 completion tokens
-    assert turn(client).status_code == 200
+    assert post_chat(client).status_code == 200
     day = services.of(app).store.clock.utc_day()[0]
     assert redis_client.get(f"ocw:{{admission}}:tokens:{day}") == "3"
     with client.post("/v1/chat/stream", json={"sessionId": "s2", "message": "hi"}, headers=chat_headers()) as streamed:
         assert streamed.get_data(as_text=True).splitlines()[-1].startswith('{"type": "done"')
     assert redis_client.get(f"ocw:{{admission}}:tokens:{day}") == "6"
-    assert turn(client).get_json() == BUDGET_EXHAUSTED
+    assert post_chat(client).get_json() == BUDGET_EXHAUSTED
     assert len(upstream.requests) == 2
 
 
@@ -95,7 +91,7 @@ def test_daily_token_budget_estimates_tokens_when_the_upstream_reports_none(make
     app = make_app(DAILY_MAX_TOKENS="1000")
     upstream.report_usage = False
     upstream.reply = "x" * 41
-    assert turn(app.test_client()).status_code == 200
+    assert post_chat(app.test_client()).status_code == 200
     day = services.of(app).store.clock.utc_day()[0]
     assert redis_client.get(f"ocw:{{admission}}:tokens:{day}") == "11"  # ceil(41 / 4)
 
@@ -114,7 +110,7 @@ def test_interrupted_replies_are_counted_too(app, upstream, redis_client):
 
 
 def test_budget_counters_expire_on_their_own(app, redis_client):
-    assert turn(app.test_client()).status_code == 200
+    assert post_chat(app.test_client()).status_code == 200
     for key in redis_client.keys("ocw:{admission}:*"):
         assert redis_client.pttl(key) > 0, key
 
@@ -123,8 +119,8 @@ def test_history_is_bounded_in_characters_dropping_the_oldest_first(make_app, up
     client = make_app(MAX_HISTORY_CHARS="35").test_client()
     upstream.reply = "r" * 10
     for message in ("a" * 10, "b" * 10):
-        turn(client, message=message)
-    turn(client, message="c" * 10)
+        post_chat(client, message=message)
+    post_chat(client, message="c" * 10)
     sent = [m["content"] for m in upstream.requests[-1]["messages"][1:]]
     assert sent == ["b" * 10, "r" * 10, "c" * 10]  # 30 characters; the reply before "b" would exceed 35
 
@@ -133,16 +129,16 @@ def test_a_history_bound_that_cuts_between_a_question_and_its_reply_drops_the_re
     client = make_app(MAX_HISTORY_CHARS="25").test_client()
     upstream.reply = "r" * 10
     for message in ("a" * 10, "b" * 10):
-        turn(client, message=message)
-    turn(client, message="c" * 10)
+        post_chat(client, message=message)
+    post_chat(client, message="c" * 10)
     sent = upstream.requests[-1]["messages"][1:]
     assert sent == [{"role": "user", "content": "c" * 10}]  # a history must start with a user message
 
 
 def test_history_bound_always_keeps_the_new_message(make_app, upstream):
     client = make_app(MAX_HISTORY_CHARS="5").test_client()
-    turn(client, message="an earlier message")
-    turn(client, message="a new message longer than the bound")
+    post_chat(client, message="an earlier message")
+    post_chat(client, message="a new message longer than the bound")
     sent = upstream.requests[-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "user"]
     assert sent[-1]["content"] == "a new message longer than the bound"
@@ -150,7 +146,7 @@ def test_history_bound_always_keeps_the_new_message(make_app, upstream):
 
 def test_a_turn_costs_three_redis_round_trips_of_nine_commands_once_the_session_exists(app, monkeypatch):
     client = app.test_client()
-    assert turn(client).status_code == 200  # first turn of the session: one extra step
+    assert post_chat(client).status_code == 200  # first turn of the session: one extra step
     round_trips, pipelined = [], []
     real_send = redis.connection.AbstractConnection.send_packed_command
     real_execute = redis.client.Pipeline.execute
@@ -165,7 +161,7 @@ def test_a_turn_costs_three_redis_round_trips_of_nine_commands_once_the_session_
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_send)
     monkeypatch.setattr(redis.client.Pipeline, "execute", counting_execute)
-    assert turn(client).status_code == 200
+    assert post_chat(client).status_code == 200
     assert len(round_trips) == 3  # admission + session lookup; user message + history; reply
     # Each command costs the worker packing and parsing: admission script + GETEX; message
     # script, index, totals; the same for the reply, plus its token counters.
@@ -234,12 +230,12 @@ def test_a_turn_that_fails_gives_its_reservation_back(make_app, upstream, redis_
     app = make_app(DAILY_MAX_TOKENS="1000", MAX_OUTPUT_TOKENS="400")
     day = services.of(app).store.clock.utc_day()[0]
     upstream.fault, upstream.status = "status", 500
-    assert turn(app.test_client()).status_code == 502
+    assert post_chat(app.test_client()).status_code == 502
     streamed = app.test_client().post("/v1/chat/stream", json={"sessionId": "s2", "message": "hi"},
                                       headers=chat_headers()).get_data(as_text=True)
     assert '"type": "error"' in streamed
     assert redis_client.get(f"ocw:{{admission}}:tokens:{day}") == "0"
     upstream.fault = None
     upstream.reply = "one two three"
-    assert turn(app.test_client()).status_code == 200
+    assert post_chat(app.test_client()).status_code == 200
     assert redis_client.get(f"ocw:{{admission}}:tokens:{day}") == "3"  # settled: the real count, not the 400

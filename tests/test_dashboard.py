@@ -17,7 +17,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 import services
 import dashboard
-from tests.conftest import ADMIN_KEY, ADMIN_KEY_2, SECRET_KEY, WIDGET_KEY
+from tests.support import ADMIN_KEY, ADMIN_KEY_2, SECRET_KEY, WIDGET_KEY
 from tests.test_admin import add_conversation
 
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')

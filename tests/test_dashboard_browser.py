@@ -11,7 +11,7 @@ import pytest
 import requests
 
 import storage
-from tests.conftest import ADMIN_KEY, ADMIN_KEY_2, ROOT, chat_headers
+from tests.support import ADMIN_KEY, ADMIN_KEY_2, ROOT, chat_headers
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (see requirements-dev.txt)")
 

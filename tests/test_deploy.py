@@ -16,7 +16,7 @@ import redis
 import requests
 
 import storage
-from tests.conftest import ROOT, RUNTIME_PYTHON, Gunicorn
+from tests.support import ROOT, RUNTIME_PYTHON, Gunicorn
 
 APP_JSON = json.loads((ROOT / "app.json").read_text())
 # tests/tls/self-signed.pem: a throwaway key and self-signed certificate (CN redis.test.invalid,

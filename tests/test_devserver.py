@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, RUNTIME_PYTHON, answers_ok, free_port, wait_until
+from tests.support import ROOT, RUNTIME_PYTHON, answers_ok, free_port, wait_until
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import requests
 
 import drain
 from llm import ReplyStream
-from tests.conftest import WIDGET_KEY, wait_until
+from tests.support import WIDGET_KEY, wait_until
 from tests.integrity import stored_thread
 
 CHAT = {"X-Widget-Api-Key": WIDGET_KEY}

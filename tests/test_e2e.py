@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.conftest import ADMIN_KEY, WIDGET_KEY, wait_until
+from tests.support import ADMIN_KEY, WIDGET_KEY, wait_until
 from tests.fake_upstream import FakeUpstream
 from tests.integrity import assert_replies_answer_their_question, stored_thread
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import requests
 
-from tests.conftest import WIDGET_KEY, RedisServer, rss_kib, tcp_connections, wait_until
+from tests.support import WIDGET_KEY, RedisServer, rss_kib, tcp_connections, wait_until
 from tests.integrity import assert_replies_answer_their_question, stored_thread
 
 CHAT = {"X-Widget-Api-Key": WIDGET_KEY}

@@ -15,7 +15,7 @@ import socket
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, WIDGET_KEY
+from tests.support import ADMIN_KEY, WIDGET_KEY
 
 KEYS = [b"X-Widget-Api-Key: " + WIDGET_KEY.encode(), b"X-Admin-Api-Key: " + ADMIN_KEY.encode()]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, ROOT, WIDGET_KEY, WIDGET_KEY_2, chat_headers, free_port
+from tests.support import ADMIN_KEY, ROOT, WIDGET_KEY, WIDGET_KEY_2, chat_headers, free_port
 
 ALLOWED = "https://allowed.example"
 FOREIGN = "https://evil.example"

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from llm import OpenAIClient, UpstreamError, UpstreamProtocolError
-from tests.conftest import chat_headers
+from tests.support import chat_headers
 from tests.integrity import stored_thread
 
 PROMPT = [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]

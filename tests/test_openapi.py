@@ -9,7 +9,7 @@ import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
-from tests.conftest import admin_headers, chat_headers
+from tests.support import admin_headers, chat_headers
 
 DOCUMENT_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

@@ -12,16 +12,10 @@ import pytest
 import services
 import storage
 from storage.conversations import BATCH
-from tests.conftest import admin_headers, chat_headers
+from tests.support import admin_headers, chat_headers
 
 LIST = "/v1/admin/conversations"
 EXPORT = "/v1/admin/export"
-
-
-def chat(client, session, message="hello"):
-    response = client.post("/v1/chat", json={"sessionId": session, "message": message}, headers=chat_headers())
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()["conversationId"]
 
 
 def export(client, **query) -> list[dict]:
@@ -33,9 +27,9 @@ def export(client, **query) -> list[dict]:
 
 # ---- the conversation of one session -------------------------------------------------------
 
-def test_listing_by_session_gives_that_sessions_conversation_in_list_form(client):
-    wanted = chat(client, "wanted")
-    chat(client, "other")
+def test_listing_by_session_gives_that_sessions_conversation_in_list_form(client, chat):
+    wanted = chat("wanted")
+    chat("other")
     body = client.get(LIST, query_string={"sessionId": "wanted"}, headers=admin_headers()).get_json()
     assert body["total"] == 1 and body["nextCursor"] is None
     assert [c["_id"] for c in body["conversations"]] == [wanted]
@@ -56,23 +50,23 @@ def test_listing_by_a_malformed_session_id_is_400_naming_it(client, session_id):
 
 # ---- export --------------------------------------------------------------------------------
 
-def test_export_is_one_line_per_conversation_with_its_messages_least_recently_updated_first(client, upstream):
+def test_export_is_one_line_per_conversation_with_its_messages_least_recently_updated_first(client, upstream, chat):
     upstream.reply = "an answer"
-    first = chat(client, "first", "question one")
+    first = chat("first", "question one")
     time.sleep(0.002)
-    second = chat(client, "second", "question two")
+    second = chat("second", "question two")
     lines = export(client)
     assert [line["conversation"]["_id"] for line in lines] == [first, second]
     assert [(m["role"], m["content"]) for m in lines[0]["messages"]] == [("user", "question one"), ("assistant", "an answer")]
     assert lines[0]["conversation"] == client.get(f"{LIST}/{first}", headers=admin_headers()).get_json()["conversation"]
 
 
-def test_export_since_a_time_skips_conversations_not_updated_since(app, client):
+def test_export_since_a_time_skips_conversations_not_updated_since(app, client, chat):
     store = services.of(app).store
     store.clock.seconds = lambda: 1_700_000_000.000
-    chat(client, "old")
+    chat("old")
     store.clock.seconds = lambda: 1_700_000_100.000
-    recent = chat(client, "recent")
+    recent = chat("recent")
     assert [line["conversation"]["_id"] for line in export(client, updatedSince="1700000100000")] == [recent]
     assert len(export(client, updatedSince="0")) == 2
     assert export(client, updatedSince="1700000100001") == []
@@ -125,10 +119,10 @@ def test_export_memory_stays_flat_whatever_the_number_of_conversations(app, redi
 
 # ---- erasure of one end user's data --------------------------------------------------------
 
-def test_erasing_a_session_removes_everything_stored_for_that_end_user(app, client, redis_client, caplog):
-    erased = chat(client, "data-subject", "my address is 1 Main Street")
-    chat(client, "data-subject", "and my phone number")
-    kept = chat(client, "someone-else")
+def test_erasing_a_session_removes_everything_stored_for_that_end_user(app, client, redis_client, caplog, chat):
+    erased = chat("data-subject", "my address is 1 Main Street")
+    chat("data-subject", "and my phone number")
+    kept = chat("someone-else")
     keys = services.of(app).store.keys
     assert redis_client.exists(keys.session_quota("data-subject"))
 
@@ -151,11 +145,11 @@ def test_erasing_a_session_with_nothing_stored_is_404(client, redis_client):
     assert response.get_json() == {"error": "Session not found"}
 
 
-def test_erasing_twice_is_404_the_second_time_and_the_session_may_start_afresh(client):
-    erased = chat(client, "twice")
+def test_erasing_twice_is_404_the_second_time_and_the_session_may_start_afresh(client, chat):
+    erased = chat("twice")
     assert client.delete("/v1/admin/sessions/twice", headers=admin_headers()).status_code == 204
     assert client.delete("/v1/admin/sessions/twice", headers=admin_headers()).status_code == 404
-    assert chat(client, "twice") != erased
+    assert chat("twice") != erased
 
 
 @pytest.mark.parametrize("session_id", ["a%20b", "x" * 129, "%C3%A9"])
@@ -165,8 +159,8 @@ def test_erasing_a_malformed_session_id_is_400_naming_it(client, session_id):
     assert response.get_json()["details"] == {"sessionId": "must be 1-128 characters of A-Z a-z 0-9 . _ : -"}
 
 
-def test_deleting_a_conversation_is_logged_without_its_content(client, caplog):
-    conversation_id = chat(client, "logged", "something private")
+def test_deleting_a_conversation_is_logged_without_its_content(client, caplog, chat):
+    conversation_id = chat("logged", "something private")
     with caplog.at_level(logging.INFO):
         assert client.delete(f"{LIST}/{conversation_id}", headers=admin_headers()).status_code == 204
     assert f"Deleted conversation {conversation_id}" in caplog.text

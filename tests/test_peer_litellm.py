@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import requests
 
-from tests.conftest import ROOT, RUNTIME_PYTHON, WIDGET_KEY, answers_ok, free_port, wait_until
+from tests.support import ROOT, RUNTIME_PYTHON, WIDGET_KEY, answers_ok, free_port, wait_until
 
 VENV = ROOT / ".venv-litellm"
 MASTER_KEY = "sk-litellm-test-master-key"  # tests/peers/litellm.yaml

@@ -18,7 +18,7 @@ import services
 import auth
 import chat
 from config import ConfigError, load_settings, split_list
-from tests.conftest import WIDGET_KEY
+from tests.support import WIDGET_KEY
 
 SESSION_ID_RULE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # ECMAScript's whitespace and line terminators: what trim() removes in the original backend.

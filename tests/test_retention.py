@@ -6,17 +6,11 @@ import time
 import pytest
 
 import services
-from tests.conftest import admin_headers, chat_headers
+from tests.support import admin_headers, chat_headers, chat_turn
 
 RETENTION_DAYS = "0.00001"  # 864 ms
 RETENTION_MS = 864
 LIST = "/v1/admin/conversations"
-
-
-def chat(client, session="visitor", message="hello"):
-    response = client.post("/v1/chat", json={"sessionId": session, "message": message}, headers=chat_headers())
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()["conversationId"]
 
 
 def listing(client, **query):
@@ -34,7 +28,7 @@ def short_retention(make_app):
 
 
 def test_every_key_of_a_conversation_and_its_session_expires_after_the_retention(short_retention, redis_client):
-    chat(short_retention.test_client())
+    chat_turn(short_retention.test_client())
     keys = stored_keys(redis_client)
     assert len(keys) == 3  # summary, messages, session mapping
     for key in keys:
@@ -43,7 +37,7 @@ def test_every_key_of_a_conversation_and_its_session_expires_after_the_retention
 
 def test_an_idle_conversation_disappears_without_a_cron_job(short_retention, redis_client):
     client = short_retention.test_client()
-    conversation_id = chat(client)
+    conversation_id = chat_turn(client)
     assert listing(client)["total"] == 1
 
     time.sleep(RETENTION_MS / 1000 + 0.3)
@@ -54,22 +48,22 @@ def test_an_idle_conversation_disappears_without_a_cron_job(short_retention, red
     assert redis_client.zcard(index) == 0  # the listing swept its own index
     stats = client.get("/v1/admin/stats", headers=admin_headers()).get_json()
     assert (stats["conversations"], stats["messages"]) == (0, 0)
-    assert chat(client) != conversation_id  # the visitor starts afresh
+    assert chat_turn(client) != conversation_id  # the visitor starts afresh
 
 
 def test_each_message_pushes_the_expiry_back(short_retention, redis_client):
     client = short_retention.test_client()
-    conversation_id = chat(client)
+    conversation_id = chat_turn(client)
     for _ in range(3):
         time.sleep(RETENTION_MS / 2000)
-        assert chat(client) == conversation_id  # never idle for a whole retention
+        assert chat_turn(client) == conversation_id  # never idle for a whole retention
     thread = client.get(f"{LIST}/{conversation_id}", headers=admin_headers()).get_json()
     assert thread["conversation"]["messageCount"] == 8
 
 
 def test_lowering_the_retention_deletes_conversations_kept_under_the_old_one(make_app, redis_client):
     kept_forever = make_app()
-    chat(kept_forever.test_client(), session="old-visitor")
+    chat_turn(kept_forever.test_client(), session="old-visitor")
     assert all(redis_client.pttl(key) == -1 for key in stored_keys(redis_client))
 
     time.sleep(RETENTION_MS / 1000 + 0.1)
@@ -79,16 +73,16 @@ def test_lowering_the_retention_deletes_conversations_kept_under_the_old_one(mak
 
 
 def test_unsetting_the_retention_keeps_active_conversations_forever(short_retention, make_app, redis_client):
-    chat(short_retention.test_client())
-    chat(make_app().test_client())  # the next message arrives after the retention was unset
+    chat_turn(short_retention.test_client())
+    chat_turn(make_app().test_client())  # the next message arrives after the retention was unset
     keys = stored_keys(redis_client)
     assert len(keys) == 3
     assert all(redis_client.pttl(key) == -1 for key in keys)
 
 
-def test_listing_never_returns_an_entry_whose_data_is_gone_and_removes_it(app, client, redis_client):
+def test_listing_never_returns_an_entry_whose_data_is_gone_and_removes_it(app, client, redis_client, chat):
     store = services.of(app).store
-    gone, kept = chat(client, session="evicted"), chat(client, session="kept")
+    gone, kept = chat(session="evicted"), chat(session="kept")
     redis_client.delete(store.keys.conversation(gone), store.keys.messages(gone))  # as an eviction would
 
     body = listing(client)
@@ -102,13 +96,13 @@ def test_listing_never_returns_an_entry_whose_data_is_gone_and_removes_it(app, c
     assert listing(client)["total"] == 1
 
 
-def test_purge_deletes_only_conversations_idle_since_before_the_cutoff(app, client, redis_client):
+def test_purge_deletes_only_conversations_idle_since_before_the_cutoff(app, client, redis_client, chat):
     store = services.of(app).store
     now = time.time()
     store.clock.seconds = lambda: now - 10 * 86400
-    old = chat(client, session="old")
+    old = chat(session="old")
     store.clock.seconds = lambda: now
-    recent = chat(client, session="recent")
+    recent = chat(session="recent")
 
     assert store.conversations.purge_idle(int((now - 5 * 86400) * 1000)) == 1
     assert store.conversations.get(old) is None

@@ -16,7 +16,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import ADMIN_KEY, WIDGET_KEY
+from tests.support import ADMIN_KEY, WIDGET_KEY
 
 MAX_EXAMPLES = 50  # per operation and phase; the whole run stays under a minute in CI
 DOCUMENT = Path(__file__).resolve().parent.parent / "openapi.json"

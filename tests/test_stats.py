@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import services
 import storage
 from storage.counts import HOURLY_COUNT_LIFETIME_MS
-from tests.conftest import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_headers
+from tests.support import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_headers
 
 STATS = "/v1/admin/stats"
 FOREIGN = "https://evil.example"

@@ -8,7 +8,7 @@ from redis.crc import key_slot
 
 import services
 import storage
-from tests.conftest import admin_headers, chat_headers
+from tests.support import admin_headers, chat_headers
 
 CONVERSATION_ID = "0123456789abcdef0123456789abcdef"
 

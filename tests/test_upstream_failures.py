@@ -9,7 +9,7 @@ from email.utils import formatdate
 
 import pytest
 
-from tests.conftest import chat_headers
+from tests.support import chat_headers
 
 UPSTREAM_KEY = "sk-test-upstream-key"  # conftest.deployment_env's OPENAI_API_KEY
 

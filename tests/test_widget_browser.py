@@ -17,7 +17,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.conftest import ROOT, WIDGET_KEY, Gunicorn, deployment_env, free_port, wait_until
+from tests.support import ROOT, WIDGET_KEY, Gunicorn, deployment_env, free_port, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]

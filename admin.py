@@ -1,5 +1,6 @@
 """The `admin` blueprint: the admin API under /v1/admin, and /metrics at the root, where
 Prometheus looks. Every route needs the admin key (auth.admin_guard)."""
+
 from __future__ import annotations
 
 import re
@@ -70,7 +71,9 @@ def export_conversations():
     """Every conversation with its messages as NDJSON, read from Redis in batches."""
     raw = request.args.get("updatedSince", "0")
     if not MILLISECONDS.fullmatch(raw):
-        return json_error(400, "Invalid query", details={"updatedSince": "must be an integer, milliseconds since the epoch"})
+        return json_error(
+            400, "Invalid query", details={"updatedSince": "must be an integer, milliseconds since the epoch"}
+        )
     return ops.export_download(int(raw))
 
 

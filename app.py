@@ -1,9 +1,10 @@
 """The application factory: settings, the services built from them, and the blueprints."""
+
 from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from flask import Flask
 

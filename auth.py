@@ -2,6 +2,7 @@
 proxies, and the admin blueprint's hook (`admin_guard`). The chat blueprint's admission, which
 also counts quotas and budgets, is chat.admit.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -129,7 +130,10 @@ def unauthorized(presented: str | None):
     """The 401 for a missing or wrong key, logged with the presented key's fingerprint only."""
     current_app.logger.warning(
         "401 %s %s from %s key=%s",
-        request.method, request.path, client_ip(), fingerprint(presented),
+        request.method,
+        request.path,
+        client_ip(),
+        fingerprint(presented),
     )
     return json_error(401, "Unauthorized")
 

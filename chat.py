@@ -5,14 +5,15 @@ daily budget), its user message stored and its prompt built (`start_turn`), then
 (`/v1/chat`) or streamed as NDJSON (`relay_reply`), and the reply stored. Storage is
 storage.Storage, the model llm.Model, the keys auth.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -33,7 +34,9 @@ MAX_BODY_BYTES = 64 * 1024
 # What JavaScript's String.prototype.trim() removes, which is also what `\s` means in the OpenAPI
 # document's patterns: the service, the original backend and the document then agree on what
 # "only whitespace" is (Python's own strip() also removes \x1c-\x1f and \x85).
-JS_WHITESPACE = "\t\n\v\f\r \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+JS_WHITESPACE = (
+    "\t\n\v\f\r \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SESSION_ID_RULE = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
 HISTORY_LIMIT = 100
@@ -54,6 +57,7 @@ chat = Blueprint("chat", __name__)
 
 
 # ---- the request ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -164,6 +168,7 @@ def admit():
 
 # ---- the turn ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Turn:
     """An admitted turn whose user message is stored: what answering it needs."""
@@ -187,8 +192,13 @@ def start_turn(chat_request: ChatRequest, ocw: Services) -> Turn:
     if chat_request.retry and chat_request.conversation_id:
         recent = conversations.unanswered(conversation_id, chat_request.message, settings.max_history_messages)
     if recent is None:
-        recent = conversations.append_message(conversation_id, chat_request.session_id, "user", chat_request.message,
-                                              history=settings.max_history_messages)
+        recent = conversations.append_message(
+            conversation_id,
+            chat_request.session_id,
+            "user",
+            chat_request.message,
+            history=settings.max_history_messages,
+        )
     prompt = [{"role": "system", "content": settings.system_prompt}]
     prompt += alternating(fit_history(recent, settings.max_history_chars))
     return Turn(chat_request.session_id, conversation_id, prompt, settings.limits.turn_token_reservation)
@@ -252,6 +262,7 @@ def log_upstream_failure(logger, exc: UpstreamError) -> None:
 
 # ---- the routes ----------------------------------------------------------------------------
 
+
 @chat.post("/v1/chat")
 def chat_reply(chat_request: ChatRequest):
     """One turn answered as a single JSON object."""
@@ -268,9 +279,15 @@ def chat_reply(chat_request: ChatRequest):
     reply = final_text(completion.text)
     tokens = completion.output_tokens if completion.output_tokens is not None else estimate_tokens(completion.text)
     stopped_early = early_finish(completion.finish_reason)
-    ocw.store.conversations.append_message(turn.conversation_id, turn.session_id, "assistant", reply,
-                                           output_tokens=tokens, finish_reason=stopped_early,
-                                           reserved_tokens=turn.reserved_tokens)
+    ocw.store.conversations.append_message(
+        turn.conversation_id,
+        turn.session_id,
+        "assistant",
+        reply,
+        output_tokens=tokens,
+        finish_reason=stopped_early,
+        reserved_tokens=turn.reserved_tokens,
+    )
     if stopped_early:
         return jsonify(conversationId=turn.conversation_id, message=reply, finishReason=stopped_early)
     return jsonify(conversationId=turn.conversation_id, message=reply)
@@ -305,12 +322,14 @@ def invalid_session_id_query():
 
 # ---- the stream ----------------------------------------------------------------------------
 
+
 def ndjson(**event) -> bytes:
     return (json.dumps(event, ensure_ascii=False) + "\n").encode()
 
 
-def relay_reply(turn: Turn, ocw: Services, logger, shutdown: drain.Drain,
-                client: socket.socket | None = None) -> Iterator[bytes]:
+def relay_reply(
+    turn: Turn, ocw: Services, logger, shutdown: drain.Drain, client: socket.socket | None = None
+) -> Iterator[bytes]:
     """The NDJSON lines of one streamed turn, each yielded as soon as it exists.
 
     A ping goes out after each heartbeat of upstream silence: it keeps idle proxies from cutting
@@ -345,8 +364,15 @@ def relay_reply(turn: Turn, ocw: Services, logger, shutdown: drain.Drain,
         text = final_text("".join(parts))
         tokens = reply.output_tokens if reply.output_tokens is not None else estimate_tokens("".join(parts))
         stopped_early = early_finish(reply.facts.finish_reason)
-        conversations.append_message(turn.conversation_id, turn.session_id, "assistant", text, output_tokens=tokens,
-                                     finish_reason=stopped_early, reserved_tokens=turn.reserved_tokens)
+        conversations.append_message(
+            turn.conversation_id,
+            turn.session_id,
+            "assistant",
+            text,
+            output_tokens=tokens,
+            finish_reason=stopped_early,
+            reserved_tokens=turn.reserved_tokens,
+        )
         stored = True
         if stopped_early:
             yield ndjson(type="done", message=text, conversationId=turn.conversation_id, finishReason=stopped_early)
@@ -373,8 +399,13 @@ def relay_reply(turn: Turn, ocw: Services, logger, shutdown: drain.Drain,
             if not stored and partial:
                 # Tokens the model produced but nobody waited for are still paid for.
                 conversations.append_message(
-                    turn.conversation_id, turn.session_id, "assistant", partial,
-                    interrupted=True, output_tokens=estimate_tokens(partial), reserved_tokens=turn.reserved_tokens,
+                    turn.conversation_id,
+                    turn.session_id,
+                    "assistant",
+                    partial,
+                    interrupted=True,
+                    output_tokens=estimate_tokens(partial),
+                    reserved_tokens=turn.reserved_tokens,
                 )
             elif not stored:
                 ocw.store.limits.release_tokens(turn.reserved_tokens)

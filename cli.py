@@ -5,11 +5,12 @@ so it needs a valid configuration; `python cli.py` builds it only when a command
 `keygen` works before anything is configured and `check` reports a bad configuration as a
 failed check instead of a traceback.
 """
+
 from __future__ import annotations
 
 import json
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -75,6 +76,7 @@ def keygen():
 
 # ---- conversations -------------------------------------------------------------------------
 
+
 @ocw.group()
 def conversations():
     """List, show, export and delete stored conversations."""
@@ -83,8 +85,12 @@ def conversations():
 @conversations.command("list")
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True, help="Conversations per page.")
 @click.option("--cursor", help="The cursor printed at the end of the previous page.")
-@click.option("--session", "session_id", callback=lambda c, p, v: v and valid_session_id(c, p, v),
-              help="Only the conversation of this sessionId.")
+@click.option(
+    "--session",
+    "session_id",
+    callback=lambda c, p, v: v and valid_session_id(c, p, v),
+    help="Only the conversation of this sessionId.",
+)
 def list_conversations(limit: int, cursor: str | None, session_id: str | None):
     """Conversations, most recently updated first: id, last update (UTC), messages, session."""
     conversations = the_store().conversations
@@ -98,7 +104,7 @@ def list_conversations(limit: int, cursor: str | None, session_id: str | None):
             raise click.BadParameter("not a cursor printed by this command", param_hint="--cursor") from None
         summaries, next_cursor = page.conversations, page.next_cursor
     for summary in summaries:
-        updated = datetime.fromtimestamp(summary["updatedAt"] / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        updated = datetime.fromtimestamp(summary["updatedAt"] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         click.echo(f"{summary['_id']}  {updated}  {summary['messageCount']:>4} messages  {summary['sessionId']}")
     if next_cursor:
         click.echo(f"More: --cursor {next_cursor}")
@@ -116,8 +122,12 @@ def show(conversation_id: str):
 
 
 @conversations.command()
-@click.option("--updated-since", type=click.IntRange(min=0), default=0,
-              help="Only conversations updated at or after this time (ms since the epoch).")
+@click.option(
+    "--updated-since",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Only conversations updated at or after this time (ms since the epoch).",
+)
 @click.option("--output", "-o", type=click.File("wb"), default="-", help="File to write (default: stdout).")
 def export(updated_since: int, output):
     """Every conversation with its messages as NDJSON, like GET /v1/admin/export."""
@@ -142,6 +152,7 @@ def delete(conversation_id: str, yes: bool):
 
 # ---- end users and retention ---------------------------------------------------------------
 
+
 @ocw.group()
 def sessions():
     """Data-subject requests about one end user (a sessionId)."""
@@ -160,8 +171,12 @@ def erase(session_id: str, yes: bool):
 
 
 @ocw.command()
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), required=True,
-              help="Delete conversations idle for more than this many days (fractions allowed).")
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Delete conversations idle for more than this many days (fractions allowed).",
+)
 @YES
 def purge(days: float, yes: bool):
     """Delete every conversation idle for more than --days days."""
@@ -171,6 +186,7 @@ def purge(days: float, yes: bool):
 
 
 # ---- check ---------------------------------------------------------------------------------
+
 
 @ocw.command()
 def check():
@@ -251,8 +267,14 @@ def check_model(app: Flask, settings: Settings) -> tuple[bool, str, str]:
         model.complete([{"role": "user", "content": "Reply with OK."}], max_tokens=1)
     except UpstreamError as exc:
         return False, "model", f"a one-token completion with {settings.openai_model} failed: {exc.detail}"
-    return True, "model", (f"{settings.openai_base_url} answers with the key; {settings.openai_model} is not "
-                           "listed but answered a one-token completion")
+    return (
+        True,
+        "model",
+        (
+            f"{settings.openai_base_url} answers with the key; {settings.openai_model} is not "
+            "listed but answered a one-token completion"
+        ),
+    )
 
 
 def redacted(url: str) -> str:

@@ -1,17 +1,16 @@
 """Settings read from the environment, validated all at once."""
+
 from __future__ import annotations
 
 import ipaddress
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import urlsplit
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a concise and helpful AI assistant embedded in a support chat widget."
-)
+DEFAULT_SYSTEM_PROMPT = "You are a concise and helpful AI assistant embedded in a support chat widget."
 MIN_KEY_LENGTH = 24
 MIN_SECRET_KEY_LENGTH = 32
 DAY_MS = 24 * 3600 * 1000
@@ -26,9 +25,7 @@ class ConfigError(Exception):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__(
-            "Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
+        super().__init__("Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 @dataclass(frozen=True)
@@ -99,7 +96,7 @@ def valid_url(url: str) -> bool:
     if not VISIBLE_ASCII.fullmatch(url):
         return False
     try:
-        urlsplit(url).port
+        _ = urlsplit(url).port  # reading the port is what validates it
     except ValueError:
         return False
     return True
@@ -225,12 +222,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         read.problems.append("OPENAI_API_KEY is required in production")
     if openai_api_key and not VISIBLE_ASCII.fullmatch(openai_api_key):
         # It goes into an HTTP header, which carries visible ASCII only; name the rule, never the value.
-        read.problems.append("OPENAI_API_KEY must be visible ASCII characters only (no spaces, dashes such as "
-                             "'–' or quotes pasted from a document)")
+        read.problems.append(
+            "OPENAI_API_KEY must be visible ASCII characters only (no spaces, dashes such as "
+            "'–' or quotes pasted from a document)"
+        )
     openai_base_url = read.text_or("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
     if not http_url(openai_base_url):
-        read.problems.append("OPENAI_BASE_URL must be an http:// or https:// URL with a host, in ASCII "
-                             "(an international host name in its xn-- form)")
+        read.problems.append(
+            "OPENAI_BASE_URL must be an http:// or https:// URL with a host, in ASCII "
+            "(an international host name in its xn-- form)"
+        )
 
     redis_url = read.text("REDIS_URL")
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
@@ -245,20 +246,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "*" in cors_entries and production:
         read.problems.append("CORS_ORIGIN='*' is only allowed when APP_ENV=development")
     cors_origins = tuple(entry if entry == "*" else serialized_origin(entry) for entry in cors_entries)
-    never_match = [entry for entry, origin in zip(cors_entries, cors_origins) if origin is None]
+    never_match = [entry for entry, origin in zip(cors_entries, cors_origins, strict=True) if origin is None]
     if never_match:
         # Origins are public (browsers send them with every request), so naming them is safe.
         read.problems.append(
             f"CORS_ORIGIN entries {', '.join(repr(entry) for entry in never_match)} can never match what a browser "
             "sends: use origins such as https://www.example.com (scheme, host and port only: no path, query or "
-            "credentials), https://*.example.com for every subdomain of a name with a dot, or '*' (development only)")
+            "credentials), https://*.example.com for every subdomain of a name with a dot, or '*' (development only)"
+        )
 
     retention_days = read.number("CONVERSATION_RETENTION_DAYS", None, kind=float, minimum=0, maximum=36500)
     if retention_days == 0:
         read.problems.append("CONVERSATION_RETENTION_DAYS must be more than 0 (unset keeps conversations forever)")
     secret_key = read.text("SECRET_KEY")
     if secret_key is None and production and admin_keys:
-        read.problems.append("SECRET_KEY is required in production when ADMIN_API_KEY is set (it signs dashboard sessions)")
+        read.problems.append(
+            "SECRET_KEY is required in production when ADMIN_API_KEY is set (it signs dashboard sessions)"
+        )
     elif secret_key is not None and len(secret_key) < MIN_SECRET_KEY_LENGTH:
         read.problems.append(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters")
     if secret_key is not None and secret_key in widget_keys + admin_keys:
@@ -266,8 +270,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         read.problems.append("SECRET_KEY must not be one of the API keys")
     trusted_proxy_networks = networks(split_list(read.text("TRUSTED_PROXY_IPS")))
     if trusted_proxy_networks is None:
-        read.problems.append("TRUSTED_PROXY_IPS must list IP addresses or networks (10.0.0.0/8, 2001:db8::/32), "
-                             "separated by commas")
+        read.problems.append(
+            "TRUSTED_PROXY_IPS must list IP addresses or networks (10.0.0.0/8, 2001:db8::/32), separated by commas"
+        )
         trusted_proxy_networks = ()
     log_format = read.text_or("LOG_FORMAT", "text").lower()
     if log_format not in ("text", "json"):
@@ -293,8 +298,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         llm_timeout_seconds=read.number("LLM_TIMEOUT_SECONDS", 60.0, kind=float, minimum=0.1),
         heartbeat_seconds=read.number("STREAM_HEARTBEAT_SECONDS", 15.0, kind=float, minimum=0.05),
         shutdown_drain_seconds=read.number("SHUTDOWN_DRAIN_SECONDS", 20.0, kind=float, minimum=0, maximum=3600),
-        request_body_timeout_seconds=read.number("REQUEST_BODY_TIMEOUT_SECONDS", 10.0, kind=float, minimum=0.1,
-                                                 maximum=600),
+        request_body_timeout_seconds=read.number(
+            "REQUEST_BODY_TIMEOUT_SECONDS", 10.0, kind=float, minimum=0.1, maximum=600
+        ),
         client_max_open_requests=read.number("CLIENT_MAX_OPEN_REQUESTS", 100, minimum=0),
         cors_origins=tuple(origin for origin in cors_origins if origin is not None),
         limits=Limits(

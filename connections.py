@@ -6,6 +6,7 @@ gevent workers give a request body no time limit: about 2,000 connections that e
 request's headers and one byte of its body held every connection of two workers, and /health
 stopped answering. gunicorn bounds the headers (`keepalive`, 5 s); this bounds the rest.
 """
+
 from __future__ import annotations
 
 import select
@@ -58,8 +59,9 @@ def _admit_connection():
     if settings.client_max_open_requests and request.path not in EXEMPT_PATHS:
         client = auth.client_ip()
         if not services.current().open_requests.open(client, settings.client_max_open_requests):
-            current_app.logger.warning("429 %s: %d requests already open from %s", request.method,
-                                       settings.client_max_open_requests, client)
+            current_app.logger.warning(
+                "429 %s: %d requests already open from %s", request.method, settings.client_max_open_requests, client
+            )
             return json_error(429, "Too many open requests from this client", headers={"Retry-After": "1"})
         g.open_request_client = client
     if request.content_length or request.headers.get("Transfer-Encoding"):
@@ -97,8 +99,9 @@ def _body_stopped(exc: ClientDisconnected):
             sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass
-    current_app.logger.warning("408 %s %s from %s: request body not received in time", request.method,
-                               request.path, auth.client_ip())
+    current_app.logger.warning(
+        "408 %s %s from %s: request body not received in time", request.method, request.path, auth.client_ip()
+    )
     return json_error(408, "Request body not received in time")
 
 

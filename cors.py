@@ -1,4 +1,5 @@
 """Which browser origins may call the service, and the headers every response carries."""
+
 from __future__ import annotations
 
 import re
@@ -39,9 +40,12 @@ class AllowedOrigins:
         origin = origin.lower()  # browsers send it lower-case already; other clients may not
         if self.any or origin in self.exact:
             return True
-        return any(origin.startswith(scheme) and origin.endswith(suffix)
-                   and SUBDOMAIN_LABELS.fullmatch(origin[len(scheme):-len(suffix)])
-                   for scheme, suffix in self.wildcards)
+        return any(
+            origin.startswith(scheme)
+            and origin.endswith(suffix)
+            and SUBDOMAIN_LABELS.fullmatch(origin[len(scheme) : -len(suffix)])
+            for scheme, suffix in self.wildcards
+        )
 
 
 def origin_allowed(origin: str) -> bool:

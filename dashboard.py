@@ -9,8 +9,10 @@ out ends it for every copy of the cookie. Failed sign-ins are limited per client
 browser that has signed in before carries a signed device cookie and is limited on its own
 (device cookies, as OWASP recommends), so others' failures cannot lock its admin out. Pages
 carry a strict Content-Security-Policy: no inline script or style, only the dashboard's own
-stylesheet and the small script that shows times in the reader's time zone. Jinja escapes everything stored, so messages show as text.
+stylesheet and the small script that shows times in the reader's time zone. Jinja escapes
+everything stored, so messages show as text.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,10 +21,10 @@ import math
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from flask import Blueprint, Flask, current_app, g, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, make_response, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
 
@@ -57,6 +59,7 @@ dashboard = Blueprint(
 
 # ---- sessions ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class AdminSession:
     """A validly signed sign-in: which key it was opened with (as an HMAC), its CSRF token, and
@@ -87,8 +90,9 @@ class DashboardCookies:
     def issue(self, admin_key: str) -> tuple[str, str]:
         """(the cookie value, the session id) of a new session opened with admin_key."""
         session_id = secrets.token_urlsafe(24)
-        cookie = self._sessions.dumps({"key": self.fingerprint(admin_key), "csrf": secrets.token_urlsafe(32),
-                                       "sid": session_id})
+        cookie = self._sessions.dumps(
+            {"key": self.fingerprint(admin_key), "csrf": secrets.token_urlsafe(32), "sid": session_id}
+        )
         return cookie, session_id
 
     def read(self, cookie: str | None) -> AdminSession | None:
@@ -174,6 +178,7 @@ def cookie_flags() -> dict:
 
 # ---- pages ---------------------------------------------------------------------------------
 
+
 def page(template: str, status: int = 200, headers: dict | None = None, **context):
     """A dashboard page; the signed-in session (if any) is there for the navigation's forms."""
     html = render_template(f"dashboard/{template}", admin=g.get("admin"), **context)
@@ -191,13 +196,13 @@ def not_found():
 @dashboard.app_template_filter("utc_iso")
 def utc_iso(ms: int) -> str:
     """Milliseconds since the epoch as an ISO 8601 UTC time, for <time datetime>."""
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dashboard.app_template_filter("utc_text")
 def utc_text(ms: int) -> str:
     """The same time for readers without script; dashboard.js shows it in their time zone."""
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @dashboard.before_request
@@ -252,6 +257,7 @@ def storage_unavailable(exc):
 
 # ---- sign-in -------------------------------------------------------------------------------
 
+
 def login_page(status: int = 200, error: str | None = None, headers: dict | None = None):
     """The sign-in form, with a fresh CSRF token in its hidden field and in a signed cookie."""
     token, signed = cookies().login_form_token()
@@ -282,12 +288,18 @@ def login():
     if not allowed:
         retry_after = max(1, math.ceil(retry_ms / 1000))
         minutes = math.ceil(retry_after / 60)
-        return error_page(429, "Too many attempts", f"Too many failed sign-ins. Try again in {minutes} minutes.",
-                          headers={"Retry-After": str(retry_after)})
+        return error_page(
+            429,
+            "Too many attempts",
+            f"Too many failed sign-ins. Try again in {minutes} minutes.",
+            headers={"Retry-After": str(retry_after)},
+        )
     presented = request.form.get("admin_key", "").strip()
     if not services.current().admin_keys.accepts(presented):
         store.counts.add("unauthorized")
-        current_app.logger.warning("401 dashboard sign-in from %s key=%s", auth.client_ip(), auth.fingerprint(presented))
+        current_app.logger.warning(
+            "401 dashboard sign-in from %s key=%s", auth.client_ip(), auth.fingerprint(presented)
+        )
         return login_page(401, "That is not an admin key of this deployment.")
     store.limits.give_back_sign_in_attempt(client)
     cookie, session_id = cookies().issue(presented)
@@ -296,8 +308,7 @@ def login():
     response = redirect(url_for(".conversations"), 303)
     response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_SECONDS, **cookie_flags())
     if not device:
-        response.set_cookie(DEVICE_COOKIE, cookies().device_cookie(presented), max_age=DEVICE_SECONDS,
-                            **cookie_flags())
+        response.set_cookie(DEVICE_COOKIE, cookies().device_cookie(presented), max_age=DEVICE_SECONDS, **cookie_flags())
     response.delete_cookie(LOGIN_COOKIE, **cookie_flags())
     return response
 
@@ -312,6 +323,7 @@ def logout():
 
 
 # ---- conversations -------------------------------------------------------------------------
+
 
 @dashboard.get("/conversations")
 def conversations():
@@ -329,8 +341,14 @@ def conversations():
         listing = services.current().store.conversations.page(PAGE_SIZE, cursor)
     except storage.InvalidCursor:
         return page("conversations.html", 400, conversations=[], error="That page link is not valid.", **context)
-    return page("conversations.html", conversations=listing.conversations, total=listing.total,
-                next_cursor=listing.next_cursor, paged=cursor is not None, **context)
+    return page(
+        "conversations.html",
+        conversations=listing.conversations,
+        total=listing.total,
+        next_cursor=listing.next_cursor,
+        paged=cursor is not None,
+        **context,
+    )
 
 
 @dashboard.get("/conversations/<conversation_id>")

@@ -4,6 +4,7 @@ the ops command line against that same development service (`scripts/ops.sh`).
 Keys are generated once and kept in the data folder, so every worker, every restart and the ops
 command line use the same ones. Production never comes through here.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,11 @@ def main() -> None:
     print("  Ops command line against this service: scripts/ops.sh --help")
     widget_key = os.environ["WIDGET_API_KEY"].split(",")[0].strip()
     body = json.dumps({"sessionId": "demo", "message": "Hello"})
-    print(f"  Try: curl -N -H {shlex.quote('X-Widget-Api-Key: ' + widget_key)} -H 'Content-Type: application/json' "
-          f"-d {shlex.quote(body)} {base_url}/v1/chat/stream\n", flush=True)
+    print(
+        f"  Try: curl -N -H {shlex.quote('X-Widget-Api-Key: ' + widget_key)} -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(body)} {base_url}/v1/chat/stream\n",
+        flush=True,
+    )
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "wsgi:app", *sys.argv[1:]])
 
 

@@ -9,11 +9,12 @@ upstream, stores its partial reply as interrupted and sends a last `error` line.
 
 One drain per process: a worker stops as a whole.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 RESTARTING_MESSAGE = "The service is restarting. Please send your message again in a moment."
 

@@ -5,6 +5,7 @@ the data folder and keeps its data there with append-only persistence. The first
 starts it and owns it (under gunicorn that is the master, from `on_starting`); every other
 process, including forked workers, finds it answering and just connects.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -75,10 +76,12 @@ def ensure_running(data_dir: str, app_env: str) -> str:
             with open(owner_env, "w") as file:
                 file.write(app_env)
         elif _read(owner_env) not in (app_env, None):
-            raise SharedDataDir([
-                f"DATA_DIR {data_dir} holds the embedded Redis of a running {_read(owner_env)} service: "
-                "give this one its own DATA_DIR, or a REDIS_URL"
-            ])
+            raise SharedDataDir(
+                [
+                    f"DATA_DIR {data_dir} holds the embedded Redis of a running {_read(owner_env)} service: "
+                    "give this one its own DATA_DIR, or a REDIS_URL"
+                ]
+            )
     return f"unix://{path}"
 
 
@@ -96,14 +99,22 @@ def _start(data_dir: str, path: str) -> None:
     process = subprocess.Popen(
         [
             server_binary(),
-            "--port", "0",
-            "--unixsocket", path,
-            "--unixsocketperm", "700",
-            "--dir", data_dir,
-            "--appendonly", "yes",
-            "--save", "",
-            "--logfile", "redis.log",
-            "--daemonize", "no",
+            "--port",
+            "0",
+            "--unixsocket",
+            path,
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            data_dir,
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--logfile",
+            "redis.log",
+            "--daemonize",
+            "no",
         ],
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C in a terminal reaches the owner, which stops it cleanly

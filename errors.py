@@ -1,4 +1,5 @@
 """Every error leaves the service as JSON `{"error": ...}`: never HTML, never a stack trace."""
+
 from __future__ import annotations
 
 from flask import Flask, Response, jsonify

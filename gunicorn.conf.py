@@ -3,6 +3,7 @@
 gevent workers hold many streams each: a stream spends nearly all its time waiting on the
 model, and a sync worker would be tied up by a single one.
 """
+
 import json
 import math
 import os

@@ -3,13 +3,14 @@
 No Flask here: gunicorn.conf.py imports this module in the master process, which must not
 import ssl (Flask does) before the gevent workers patch it.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 TEXT_FORMAT = "[%(asctime)s] %(levelname)s %(name)s: %(message)s"
 # Characters that could end a log line or fake another one: C0 and C1 controls, DEL, and the
@@ -55,7 +56,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -3,11 +3,12 @@ erasure of one end user's data, deletion, purge, and the stats as Prometheus met
 
 Deletions are logged with ids and counts only, never message content.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from itertools import chain
-from typing import Iterator
 
 from flask import Response, current_app
 
@@ -23,7 +24,10 @@ METRICS = {
     "rateLimited": ("ocw_rate_limited_requests", "Chat requests answered 429"),
     "refusedOrigins": ("ocw_refused_origin_requests", "Requests answered 403 for their Origin"),
     "upstreamErrors": ("ocw_upstream_errors", "Replies that failed at the model upstream"),
-    "incompleteReplies": ("ocw_incomplete_replies", "Replies the model stopped early (finish reason length, content_filter...)"),
+    "incompleteReplies": (
+        "ocw_incomplete_replies",
+        "Replies the model stopped early (finish reason length, content_filter...)",
+    ),
 }
 
 
@@ -87,8 +91,12 @@ def prometheus_text(stats: dict) -> str:
     gauge("ocw_messages", "Messages stored.", [f"ocw_messages {stats['messages']}"])
     for counter in storage.COUNTERS:
         name, help_text = METRICS[counter]
-        gauge(name, f"{help_text} in the last hour or day (estimated from hourly counts).", [
-            f'{name}{{window="1h"}} {stats["lastHour"][counter]}',
-            f'{name}{{window="24h"}} {stats["lastDay"][counter]}',
-        ])
+        gauge(
+            name,
+            f"{help_text} in the last hour or day (estimated from hourly counts).",
+            [
+                f'{name}{{window="1h"}} {stats["lastHour"][counter]}',
+                f'{name}{{window="24h"}} {stats["lastDay"][counter]}',
+            ],
+        )
     return "\n".join(lines) + "\n"

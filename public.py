@@ -1,5 +1,6 @@
 """The `public` blueprint: routes anyone may call, with no key (the demo page, health checks,
 the OpenAPI document, the widget script)."""
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ byte. The route is the matched URL rule (`/v1/admin/conversations/<conversation_
 query strings and keys pasted into a URL stay out of the log; a request that matches no route
 logs `-`.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,7 +40,11 @@ def _finish(response):
         fields["durationMs"] = round((time.perf_counter() - started) * 1000, 1)
         logger.info(
             "%s %s %s %.1fms request_id=%s",
-            fields["method"], fields["route"], fields["status"], fields["durationMs"], fields["requestId"],
+            fields["method"],
+            fields["route"],
+            fields["status"],
+            fields["durationMs"],
+            fields["requestId"],
             extra={"fields": fields},
         )
 

@@ -3,6 +3,7 @@
 `app.extensions["ocw"]` holds one Services; views reach it through current(), tests and the
 server hooks through of(app). Building it is create_app's job (app.build_services).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

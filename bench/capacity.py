@@ -8,6 +8,7 @@ Each stream's token arrival times are compared with the upstream's schedule (one
 so "added delay" is what the service adds. RSS of the gunicorn master and workers is sampled
 throughout and the peak is reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,17 @@ import statistics
 import time
 
 import aiohttp
-
-from harness import WIDGET_KEY, chat_body, fake_upstream, openai_body, percentile, redis_server, report, rss_bytes, service
+from harness import (
+    WIDGET_KEY,
+    chat_body,
+    fake_upstream,
+    openai_body,
+    percentile,
+    redis_server,
+    report,
+    rss_bytes,
+    service,
+)
 
 
 async def one_stream(session, url, body, is_ndjson, interval) -> tuple[bool, list[float]]:
@@ -70,27 +80,41 @@ def main() -> None:
     interval = 1 / args.tokens_per_second
     headers = {"X-Widget-Api-Key": WIDGET_KEY}
 
-    with redis_server() as redis_url, \
-            fake_upstream(tokens=tokens, tokens_per_second=args.tokens_per_second) as upstream_url, \
-            service(redis_url, upstream_url) as (base_url, master_pid):
-        direct = asyncio.run(hold_streams(upstream_url + "/chat/completions",
-                                          [openai_body(True)] * args.streams, False, interval))
+    with (
+        redis_server() as redis_url,
+        fake_upstream(tokens=tokens, tokens_per_second=args.tokens_per_second) as upstream_url,
+        service(redis_url, upstream_url) as (base_url, master_pid),
+    ):
+        direct = asyncio.run(
+            hold_streams(upstream_url + "/chat/completions", [openai_body(True)] * args.streams, False, interval)
+        )
         peak_rss = [rss_bytes(master_pid)]
-        via_service = asyncio.run(hold_streams(base_url + "/v1/chat/stream",
-                                               [chat_body(i) for i in range(args.streams)], True, interval,
-                                               headers, on_tick=lambda: peak_rss.append(rss_bytes(master_pid))))
+        via_service = asyncio.run(
+            hold_streams(
+                base_url + "/v1/chat/stream",
+                [chat_body(i) for i in range(args.streams)],
+                True,
+                interval,
+                headers,
+                on_tick=lambda: peak_rss.append(rss_bytes(master_pid)),
+            )
+        )
     service_figures, direct_figures = summarize(via_service), summarize(direct)
-    report("capacity", {
-        "streams": args.streams,
-        "tokens_per_stream": tokens,
-        "tokens_per_second": args.tokens_per_second,
-        "service": service_figures,
-        "upstream_direct": direct_figures,
-        "added_token_lateness_p99_ms": round(
-            service_figures["token_lateness_p99_ms"] - direct_figures["token_lateness_p99_ms"], 1),
-        "peak_rss_mb": round(max(peak_rss) / 2**20, 1),
-        "idle_rss_mb": round(peak_rss[0] / 2**20, 1),
-    })
+    report(
+        "capacity",
+        {
+            "streams": args.streams,
+            "tokens_per_stream": tokens,
+            "tokens_per_second": args.tokens_per_second,
+            "service": service_figures,
+            "upstream_direct": direct_figures,
+            "added_token_lateness_p99_ms": round(
+                service_figures["token_lateness_p99_ms"] - direct_figures["token_lateness_p99_ms"], 1
+            ),
+            "peak_rss_mb": round(max(peak_rss) / 2**20, 1),
+            "idle_rss_mb": round(peak_rss[0] / 2**20, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the upstream's, and Redis round trips, commands and bytes per turn.
     python bench/chat_turn.py                 # 2000 turns at concurrency 16, as in PERFORMANCE.md
     python bench/chat_turn.py --turns 50      # a quick run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,9 +12,20 @@ import asyncio
 
 import redis
 import requests
-
-from harness import (ADMIN_KEY, WIDGET_KEY, chat_body, cpu_seconds, fake_upstream, openai_body, redis_server,
-                     report, service, summary_ms, timed_gets, timed_posts)
+from harness import (
+    ADMIN_KEY,
+    WIDGET_KEY,
+    chat_body,
+    cpu_seconds,
+    fake_upstream,
+    openai_body,
+    redis_server,
+    report,
+    service,
+    summary_ms,
+    timed_gets,
+    timed_posts,
+)
 
 CHAT_HEADERS = {"X-Widget-Api-Key": WIDGET_KEY}
 
@@ -28,8 +40,9 @@ def redis_cost_per_turn(base_url: str, redis_url: str, turns: int) -> dict:
     session = requests.Session()
 
     def one_turn():
-        response = session.post(base_url + "/v1/chat", json={"sessionId": "rt", "message": "x" * 100},
-                                headers=CHAT_HEADERS, timeout=30)
+        response = session.post(
+            base_url + "/v1/chat", json={"sessionId": "rt", "message": "x" * 100}, headers=CHAT_HEADERS, timeout=30
+        )
         response.raise_for_status()
         return response.json()["conversationId"]
 
@@ -49,7 +62,7 @@ def redis_cost_per_turn(base_url: str, redis_url: str, turns: int) -> dict:
         "round_trips_per_turn": round(reads / turns, 2),
         "commands_per_turn": round(sum(calls.values()) / turns, 2),
         "commands": {name: round(count / turns, 2) for name, count in sorted(calls.items())},
-        "bytes_per_message": round(client.memory_usage(messages_key) / stored_messages, 1),
+        "bytes_per_message": round((client.memory_usage(messages_key) or 0) / stored_messages, 1),
         "message_payload_bytes": 100,
     }
 
@@ -62,8 +75,11 @@ def main() -> None:
     args = parser.parse_args()
     samples = min(args.latency_samples, args.turns)
 
-    with redis_server() as redis_url, fake_upstream(tokens=20) as upstream_url, \
-            service(redis_url, upstream_url) as (base_url, master_pid):
+    with (
+        redis_server() as redis_url,
+        fake_upstream(tokens=20) as upstream_url,
+        service(redis_url, upstream_url) as (base_url, master_pid),
+    ):
         chat_url, direct_url = base_url + "/v1/chat", upstream_url + "/chat/completions"
         latency(chat_url, [chat_body(i) for i in range(200)], args.concurrency, CHAT_HEADERS)  # warm up
 
@@ -75,11 +91,17 @@ def main() -> None:
         asyncio.run(timed_gets(base_url + "/health", args.turns, args.concurrency))
         cpu_ms_per_health = (cpu_seconds(master_pid) - cpu_before) * 1000 / args.turns
 
-        results = {"turns": args.turns, "concurrency": args.concurrency,
-                   "service_cpu_ms_per_turn": round(cpu_ms_per_turn, 3),
-                   "service_cpu_ms_per_health_request": round(cpu_ms_per_health, 3), "latency": {}}
+        results = {
+            "turns": args.turns,
+            "concurrency": args.concurrency,
+            "service_cpu_ms_per_turn": round(cpu_ms_per_turn, 3),
+            "service_cpu_ms_per_health_request": round(cpu_ms_per_health, 3),
+            "latency": {},
+        }
         for concurrency in (1, args.concurrency):
-            via_service = summary_ms(latency(chat_url, [chat_body(i) for i in range(samples)], concurrency, CHAT_HEADERS))
+            via_service = summary_ms(
+                latency(chat_url, [chat_body(i) for i in range(samples)], concurrency, CHAT_HEADERS)
+            )
             direct = summary_ms(latency(direct_url, [openai_body(False)] * samples, concurrency))
             results["latency"][f"concurrency_{concurrency}"] = {
                 "service": via_service,
@@ -89,7 +111,9 @@ def main() -> None:
             }
         results["redis"] = redis_cost_per_turn(base_url, redis_url, min(100, args.turns))
         # Sanity: the service answered every turn it was sent.
-        stats = requests.get(base_url + "/v1/admin/conversations?limit=1", headers={"X-Admin-Api-Key": ADMIN_KEY}, timeout=10)
+        stats = requests.get(
+            base_url + "/v1/admin/conversations?limit=1", headers={"X-Admin-Api-Key": ADMIN_KEY}, timeout=10
+        )
         results["conversations_stored"] = stats.json()["total"]
     report("chat_turn", results)
 

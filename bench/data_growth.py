@@ -7,6 +7,7 @@ turn in a conversation of 10 vs 10 000 messages.
 Conversations are seeded straight into Redis through storage.py (pipelined appends), then
 timed through the running service over HTTP.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,6 @@ import asyncio
 import time
 
 import requests
-
 from harness import ADMIN_KEY, WIDGET_KEY, fake_upstream, redis_server, report, service, summary_ms, timed_posts
 
 import storage  # noqa: E402  (harness puts the project on sys.path)
@@ -29,7 +29,9 @@ def seed_conversations(store: storage.Storage, start: int, stop: int) -> None:
         for i in range(first, min(first + BATCH, stop)):
             session_id, conversation_id = f"seed-{i}", f"seed{i:08d}"
             pipe.set(store.keys.session(session_id), conversation_id)
-            store.conversations.append_message(conversation_id, session_id, "user", f"question number {i}", pipeline=pipe)
+            store.conversations.append_message(
+                conversation_id, session_id, "user", f"question number {i}", pipeline=pipe
+            )
         pipe.execute()
 
 
@@ -40,7 +42,9 @@ def seed_long_conversation(store: storage.Storage, session_id: str, messages: in
         pipe = store.client.pipeline(transaction=False)
         for i in range(first, min(first + BATCH, messages)):
             role = "user" if i % 2 == 0 else "assistant"
-            store.conversations.append_message(conversation_id, session_id, role, f"message {i} " + "x" * 80, pipeline=pipe)
+            store.conversations.append_message(
+                conversation_id, session_id, role, f"message {i} " + "x" * 80, pipeline=pipe
+            )
         pipe.execute()
 
 
@@ -64,8 +68,11 @@ def main() -> None:
     args = parser.parse_args()
     admin = {"X-Admin-Api-Key": ADMIN_KEY}
 
-    with redis_server() as redis_url, fake_upstream(tokens=20) as upstream_url, \
-            service(redis_url, upstream_url) as (base_url, _):
+    with (
+        redis_server() as redis_url,
+        fake_upstream(tokens=20) as upstream_url,
+        service(redis_url, upstream_url) as (base_url, _),
+    ):
         store = storage.Storage(storage.connect(redis_url), "ocw")
         listing, seeded = {}, 0
         for size in sorted(args.sizes):
@@ -74,7 +81,9 @@ def main() -> None:
             seeded = size
             seconds = time.perf_counter() - started
             page = get_latencies(base_url + "/v1/admin/conversations?limit=100", args.samples, admin)
-            total = requests.get(base_url + "/v1/admin/conversations?limit=1", headers=admin, timeout=30).json()["total"]
+            total = requests.get(base_url + "/v1/admin/conversations?limit=1", headers=admin, timeout=30).json()[
+                "total"
+            ]
             assert total == size, (total, size)
             listing[str(size)] = {**summary_ms(page), "seed_seconds": round(seconds, 1)}
 
@@ -87,8 +96,11 @@ def main() -> None:
         seed_long_conversation(store, "growth-long", args.long)
         # The two kinds of turn alternate, so both see the same machine: measured one after the
         # other, a drift in this shared VM's speed would show up as a difference between them.
-        bodies = [{"sessionId": session_id, "message": "How do I reset my password?"}
-                  for short_session in short_sessions for session_id in (short_session, "growth-long")]
+        bodies = [
+            {"sessionId": session_id, "message": "How do I reset my password?"}
+            for short_session in short_sessions
+            for session_id in (short_session, "growth-long")
+        ]
         latencies = asyncio.run(timed_posts(base_url + "/v1/chat", bodies, 1, {"X-Widget-Api-Key": WIDGET_KEY}))
         turns_by_length = {
             f"{args.short}_messages": summary_ms(latencies[0::2]),
@@ -96,12 +108,15 @@ def main() -> None:
         }
         short_p50 = turns_by_length[f"{args.short}_messages"]["p50_ms"]
         long_p50 = turns_by_length[f"{args.long}_messages"]["p50_ms"]
-    report("data_growth", {
-        "listing_limit_100": listing,
-        "listing_p50_ratio_largest_to_smallest": round(listing[largest]["p50_ms"] / listing[smallest]["p50_ms"], 3),
-        "chat_turn": turns_by_length,
-        "chat_turn_p50_ratio_long_to_short": round(long_p50 / short_p50, 3),
-    })
+    report(
+        "data_growth",
+        {
+            "listing_limit_100": listing,
+            "listing_p50_ratio_largest_to_smallest": round(listing[largest]["p50_ms"] / listing[smallest]["p50_ms"], 3),
+            "chat_turn": turns_by_length,
+            "chat_turn_p50_ratio_long_to_short": round(long_p50 / short_p50, 3),
+        },
+    )
 
 
 if __name__ == "__main__":

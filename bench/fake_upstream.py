@@ -6,6 +6,7 @@ Non-streamed requests get the whole reply at once (after --ttft-ms); streamed on
 `data:` line per token, spaced by 1/--tokens-per-second (0 = as fast as it can), then
 `data: [DONE]`. It prints "ready" once listening.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,14 +19,16 @@ from aiohttp import web
 def build_app(ttft_ms: float, tokens: int, tokens_per_second: float) -> web.Application:
     words = [f" w{i}" for i in range(tokens)]
     reply = "".join(words).strip()
-    completion = json.dumps({
-        "id": "bench", "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens},
-    }).encode()
+    completion = json.dumps(
+        {
+            "id": "bench",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens},
+        }
+    ).encode()
     chunks = [
-        b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": w}}]}).encode() + b"\n\n"
-        for w in words
+        b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": w}}]}).encode() + b"\n\n" for w in words
     ]
     gap = 1 / tokens_per_second if tokens_per_second else 0
 

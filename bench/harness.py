@@ -4,6 +4,7 @@ Procfile says, CPU and memory read from /proc, and an asyncio load generator.
 The load generator runs in the benchmark's process; the service runs in gunicorn's processes,
 so the CPU figures read from /proc are the service's alone.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,8 +56,19 @@ def redis_server():
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         process = subprocess.Popen(
-            [embedded_redis.server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", directory],
+            [
+                embedded_redis.server_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                directory,
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:
@@ -72,12 +84,23 @@ def fake_upstream(ttft_ms=0.0, tokens=20, tokens_per_second=0.0):
     """bench/fake_upstream.py in its own process; yields its base URL (…/v1)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(port),
-         "--ttft-ms", str(ttft_ms), "--tokens", str(tokens), "--tokens-per-second", str(tokens_per_second)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "fake_upstream.py"),
+            "--port",
+            str(port),
+            "--ttft-ms",
+            str(ttft_ms),
+            "--tokens",
+            str(tokens),
+            "--tokens-per-second",
+            str(tokens_per_second),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
-        assert process.stdout.readline().strip() == "ready"
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         process.kill()
@@ -105,8 +128,9 @@ def service(redis_url: str, upstream_url: str, **env):
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         **env,
     }
-    process = subprocess.Popen(shlex.split(command), cwd=ROOT, env=full_env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        shlex.split(command), cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         import requests

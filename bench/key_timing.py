@@ -15,6 +15,7 @@ the median over rounds of the time per call, and its ratio to the first all-wron
 
     .venv/bin/python bench/key_timing.py [--rounds 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -79,14 +80,16 @@ def main() -> None:
     ring = auth.KeyRing([KEY])
     report("ring (KeyRing.accepts)", measure(ring.accepts, args.rounds, batch=2000))
 
-    app = create_app({
-        "APP_ENV": "production",
-        "WIDGET_API_KEY": OTHER_ROLE_KEY,
-        "ADMIN_API_KEY": KEY,
-        "OPENAI_API_KEY": "unused",
-        "REDIS_URL": "redis://127.0.0.1:9/0",  # never reached: the key check comes first
-        "CORS_ORIGIN": "https://example.com",
-    })
+    app = create_app(
+        {
+            "APP_ENV": "production",
+            "WIDGET_API_KEY": OTHER_ROLE_KEY,
+            "ADMIN_API_KEY": KEY,
+            "OPENAI_API_KEY": "unused",
+            "REDIS_URL": "redis://127.0.0.1:9/0",  # never reached: the key check comes first
+            "CORS_ORIGIN": "https://example.com",
+        }
+    )
     app.logger.setLevel(logging.ERROR)  # one 401 warning per call would measure the log
     client = app.test_client()
 

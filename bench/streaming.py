@@ -4,6 +4,7 @@ upstream as fast as it can go, and the time to first token the service adds.
     python bench/streaming.py                       # 100 streams x 200 tokens, as in PERFORMANCE.md
     python bench/streaming.py --streams 5 --tokens 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,13 +13,23 @@ import json
 import time
 
 import aiohttp
-
-from harness import WIDGET_KEY, chat_body, cpu_seconds, fake_upstream, openai_body, redis_server, report, service, summary_ms
+from harness import (
+    WIDGET_KEY,
+    chat_body,
+    cpu_seconds,
+    fake_upstream,
+    openai_body,
+    redis_server,
+    report,
+    service,
+    summary_ms,
+)
 
 
 async def stream_once(session: aiohttp.ClientSession, url: str, body: dict, is_ndjson: bool) -> tuple[float, int]:
     """(seconds to the first token, tokens received) of one streamed reply."""
-    started, first, tokens = time.perf_counter(), None, 0
+    started, tokens = time.perf_counter(), 0
+    first: float | None = None
     async with session.post(url, json=body) as response:
         assert response.status == 200, response.status
         async for line in response.content:
@@ -35,6 +46,8 @@ async def stream_once(session: aiohttp.ClientSession, url: str, body: dict, is_n
                 tokens += 1
             if tokens == 1 and first is None:
                 first = time.perf_counter() - started
+    if first is None:
+        raise RuntimeError("the stream carried no token")
     return first, tokens
 
 
@@ -53,8 +66,11 @@ def main() -> None:
     args = parser.parse_args()
     headers = {"X-Widget-Api-Key": WIDGET_KEY}
 
-    with redis_server() as redis_url, fake_upstream(tokens=args.tokens) as upstream_url, \
-            service(redis_url, upstream_url) as (base_url, master_pid):
+    with (
+        redis_server() as redis_url,
+        fake_upstream(tokens=args.tokens) as upstream_url,
+        service(redis_url, upstream_url) as (base_url, master_pid),
+    ):
         stream_url, direct_url = base_url + "/v1/chat/stream", upstream_url + "/chat/completions"
         asyncio.run(many_streams(stream_url, [chat_body(i) for i in range(10)], True, headers))  # warm up
 
@@ -65,21 +81,27 @@ def main() -> None:
         assert relayed == args.streams * args.tokens, f"lost tokens: {relayed}"
 
         def first_tokens(url, body_for, is_ndjson, hdrs=None):
-            return [asyncio.run(many_streams(url, [body_for(i)], is_ndjson, hdrs))[0][0] for i in range(args.ttft_samples)]
+            return [
+                asyncio.run(many_streams(url, [body_for(i)], is_ndjson, hdrs))[0][0] for i in range(args.ttft_samples)
+            ]
 
         via_service = summary_ms(first_tokens(stream_url, chat_body, True, headers))
         direct = summary_ms(first_tokens(direct_url, lambda i: openai_body(True), False))
-    report("streaming", {
-        "streams": args.streams,
-        "tokens_per_stream": args.tokens,
-        "tokens_relayed": relayed,
-        "service_cpu_us_per_token": round(cpu * 1e6 / relayed, 1),
-        "service_cpu_ms_per_stream": round(cpu * 1000 / args.streams, 2),
-        "time_to_first_token": {
-            "service": via_service, "upstream_direct": direct,
-            "added_p50_ms": round(via_service["p50_ms"] - direct["p50_ms"], 2),
+    report(
+        "streaming",
+        {
+            "streams": args.streams,
+            "tokens_per_stream": args.tokens,
+            "tokens_relayed": relayed,
+            "service_cpu_us_per_token": round(cpu * 1e6 / relayed, 1),
+            "service_cpu_ms_per_stream": round(cpu * 1000 / args.streams, 2),
+            "time_to_first_token": {
+                "service": via_service,
+                "upstream_direct": direct,
+                "added_p50_ms": round(via_service["p50_ms"] - direct["p50_ms"], 2),
+            },
         },
-    })
+    )
 
 
 if __name__ == "__main__":

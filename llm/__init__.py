@@ -7,6 +7,7 @@ releases the upstream connection at once, which stops generation the client no l
 Both report the output tokens the upstream counted, when it says (`usage`), else None, and the
 model's finish reason when it gives one.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,18 @@ if TYPE_CHECKING:
     from config import Settings
 
 __all__ = [
-    "UNAVAILABLE_MESSAGE", "Completion", "DemoResponder", "Model", "OpenAIClient", "ReplyStream", "StreamFacts",
-    "UpstreamError", "UpstreamProtocolError", "UpstreamStatusError", "UpstreamTimeout", "estimate_tokens",
+    "UNAVAILABLE_MESSAGE",
+    "Completion",
+    "DemoResponder",
+    "Model",
+    "OpenAIClient",
+    "ReplyStream",
+    "StreamFacts",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamStatusError",
+    "UpstreamTimeout",
+    "estimate_tokens",
     "from_settings",
 ]
 
@@ -64,15 +75,26 @@ def estimate_tokens(text: str) -> int:
 class OpenAIClient:
     """Chat completions against any OpenAI-compatible server."""
 
-    def __init__(self, base_url, api_key, model, timeout_seconds, max_output_tokens=None, stream_usage=True,
-                 logger: logging.Logger | None = None):
+    def __init__(
+        self,
+        base_url,
+        api_key,
+        model,
+        timeout_seconds,
+        max_output_tokens=None,
+        stream_usage=True,
+        logger: logging.Logger | None = None,
+    ):
         self.model = model
         self.max_output_tokens = max_output_tokens
         self.stream_usage = stream_usage
         self._api_key = api_key
         # The read timeout bounds the silence between bytes, not the whole reply.
-        self._transport = Transport(base_url, urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=timeout_seconds),
-                                     logger or logging.getLogger(__name__))
+        self._transport = Transport(
+            base_url,
+            urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=timeout_seconds),
+            logger or logging.getLogger(__name__),
+        )
         self._headers = {**requests.utils.default_headers(), "Authorization": f"Bearer {api_key}"}
         # requests finds a URL's pool (through a proxy or not) from its prepared form.
         self._completions_url = requests.Request("GET", f"{base_url}/chat/completions").prepare()
@@ -92,8 +114,12 @@ class OpenAIClient:
             if response.status != 200:
                 error_body = response.data if not stream else response.read(65536)
                 release(response)
-                raise UpstreamStatusError(response.status, self._upstream_message(error_body), self.model,
-                                          retry_after_seconds(response.headers.get("Retry-After")))
+                raise UpstreamStatusError(
+                    response.status,
+                    self._upstream_message(error_body),
+                    self.model,
+                    retry_after_seconds(response.headers.get("Retry-After")),
+                )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise as_upstream_error(exc) from exc
         return response
@@ -133,17 +159,21 @@ class OpenAIClient:
         try:
             body = json.loads(response.data)
         except ValueError as exc:
-            raise UpstreamProtocolError("The model sent an unreadable reply",
-                                        "the model server's reply is not JSON") from exc
+            raise UpstreamProtocolError(
+                "The model sent an unreadable reply", "the model server's reply is not JSON"
+            ) from exc
         if isinstance(body, dict) and body.get("error"):  # an error object inside a 200
-            raise UpstreamError("The model failed to answer. Please try again.",
-                                f"the model server reported an error: {self._upstream_message(body)}")
+            raise UpstreamError(
+                "The model failed to answer. Please try again.",
+                f"the model server reported an error: {self._upstream_message(body)}",
+            )
         try:
             choice = body["choices"][0]
             content = choice["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
-            raise UpstreamProtocolError("The model sent an unreadable reply",
-                                        "the model server's reply has no choices[0].message.content") from exc
+            raise UpstreamProtocolError(
+                "The model sent an unreadable reply", "the model server's reply has no choices[0].message.content"
+            ) from exc
         return Completion(content if isinstance(content, str) else "", output_tokens(body), finish_reason(choice))
 
     def list_models(self) -> list[str]:

@@ -1,5 +1,6 @@
 """What can go wrong with the model upstream, each with the message the client sees and the
 detail the operator's log gets."""
+
 from __future__ import annotations
 
 

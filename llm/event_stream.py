@@ -1,4 +1,5 @@
 """A chat-completions event stream (server-sent events) read into text deltas."""
+
 from __future__ import annotations
 
 import codecs
@@ -87,8 +88,9 @@ def chat_deltas(response: urllib3.BaseHTTPResponse, facts: StreamFacts, upstream
                 if complete:  # e.g. a usage chunk cut after the finish_reason: the reply is whole
                     facts.skipped_lines += 1
                     break
-                raise UpstreamProtocolError("The model stream was cut off",
-                                            "the model stream ended in the middle of a line")
+                raise UpstreamProtocolError(
+                    "The model stream was cut off", "the model stream ended in the middle of a line"
+                )
             if not line:  # the end of an event
                 facts.skipped_lines += len(event_data)
                 event_data.clear()
@@ -106,8 +108,10 @@ def chat_deltas(response: urllib3.BaseHTTPResponse, facts: StreamFacts, upstream
             if chunk is None:
                 continue
             if chunk.get("error"):
-                raise UpstreamError("The model failed to answer. Please try again.",
-                                    f"the model server sent an error in its stream: {upstream_message(chunk)}")
+                raise UpstreamError(
+                    "The model failed to answer. Please try again.",
+                    f"the model server sent an error in its stream: {upstream_message(chunk)}",
+                )
             if output_tokens(chunk) is not None:
                 facts.output_tokens = output_tokens(chunk)
             choice = _first_choice(chunk)
@@ -126,8 +130,10 @@ def chat_deltas(response: urllib3.BaseHTTPResponse, facts: StreamFacts, upstream
     if held:
         yield "\ufffd"
     if not complete:
-        raise UpstreamProtocolError("The model stream ended before the reply was complete",
-                                    "the model stream ended with neither [DONE] nor a finish_reason")
+        raise UpstreamProtocolError(
+            "The model stream ended before the reply was complete",
+            "the model stream ended with neither [DONE] nor a finish_reason",
+        )
 
 
 def _cut_data_line(line: str) -> bool:

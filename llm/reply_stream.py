@@ -1,12 +1,13 @@
 """A streamed reply as the chat relay reads it: deltas in batches, with silence and the
 shutdown deadline noticed while a read is pending."""
+
 from __future__ import annotations
 
 import contextlib
 import queue
 import threading
-from dataclasses import dataclass
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 
 from drain import Drain, ServiceStopping
 

@@ -1,5 +1,6 @@
 """The HTTP side of the model client: one upstream's connections (requests' setup, urllib3's
 responses), retries of unanswered connections, and what a failure is called."""
+
 from __future__ import annotations
 
 import email.utils
@@ -39,8 +40,9 @@ class Transport(requests.adapters.HTTPAdapter):
         environment = requests.Session().merge_environment_settings(base_url, {}, None, None, None)
         self.proxies, self.verify = environment["proxies"], environment["verify"]
 
-    def open(self, method: str, url: requests.PreparedRequest, headers: dict, body: bytes | None = None,
-             stream: bool = False) -> urllib3.BaseHTTPResponse:
+    def open(
+        self, method: str, url: requests.PreparedRequest, headers: dict, body: bytes | None = None, stream: bool = False
+    ) -> urllib3.BaseHTTPResponse:
         """Send a request to url (prepared once); the raw response. Raises urllib3's errors.
 
         A connection that the upstream refused or reset before it answered anything (its accept
@@ -54,16 +56,23 @@ class Transport(requests.adapters.HTTPAdapter):
             try:
                 # Never preloaded here: a failure while reading a body is not one to retry.
                 response = pool.urlopen(  # type: ignore[attr-defined]  # an HTTPConnectionPool
-                    method, self.request_url(url, self.proxies), body=body, headers=headers,
-                    retries=False, redirect=False, assert_same_host=False, timeout=self.timeout,
+                    method,
+                    self.request_url(url, self.proxies),
+                    body=body,
+                    headers=headers,
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    timeout=self.timeout,
                     preload_content=False,
                 )
                 break
             except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError) as exc:
                 if pause is None or not _unanswered_connection(exc):
                     raise
-                self.logger.warning("Model connection %s before any answer; trying again in %.2f s",
-                                    _failure_name(exc), pause)
+                self.logger.warning(
+                    "Model connection %s before any answer; trying again in %.2f s", _failure_name(exc), pause
+                )
                 time.sleep(pause)
         if not stream:
             response.read(cache_content=True)

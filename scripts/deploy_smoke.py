@@ -6,6 +6,7 @@ APP_ENV=production, a real Redis, the test upstream), plays one `POST /v1/chat` 
 `POST /v1/chat/stream` turn, then sends SIGTERM and expects a clean exit. Exits non-zero, with
 the server's output, on any failure.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,19 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="deploy-smoke-"))
     redis_port, port = free_port(), free_port()
     redis_server = subprocess.Popen(
-        [embedded_redis.server_binary(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-         "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+        [
+            embedded_redis.server_binary(),
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     upstream = FakeUpstream()
     env = {  # what a platform gives the process: its config vars, PORT and PATH, nothing else
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
@@ -60,12 +72,14 @@ def main() -> int:
             failures.append("the web process did not become ready")
         else:
             headers = {"X-Widget-Api-Key": WIDGET_KEY}
-            reply = requests.post(url + "/v1/chat", json={"sessionId": "smoke", "message": "hi"}, headers=headers,
-                                  timeout=30)
+            reply = requests.post(
+                url + "/v1/chat", json={"sessionId": "smoke", "message": "hi"}, headers=headers, timeout=30
+            )
             if reply.status_code != 200 or reply.json().get("message") != upstream.reply:
                 failures.append(f"POST /v1/chat: {reply.status_code} {reply.text[:200]}")
-            stream = requests.post(url + "/v1/chat/stream", json={"sessionId": "smoke", "message": "again"},
-                                   headers=headers, timeout=30)
+            stream = requests.post(
+                url + "/v1/chat/stream", json={"sessionId": "smoke", "message": "again"}, headers=headers, timeout=30
+            )
             events = [json.loads(line) for line in stream.text.splitlines() if line]
             if stream.status_code != 200 or not events or events[-1].get("type") != "done":
                 failures.append(f"POST /v1/chat/stream: {stream.status_code} {stream.text[:300]}")

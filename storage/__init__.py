@@ -4,6 +4,7 @@ spend (limits.py), the hourly counts (counts.py) and open dashboard sessions
 
 The layout of the keys is written out in docs/REDIS.md.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,18 @@ from .keys import Keys
 from .limits import Admission, Limits, Verdict
 
 __all__ = [
-    "CONVERSATION_ID", "COUNTERS", "DAY_MS", "UNAVAILABLE", "Admission", "InvalidCursor", "Page", "Storage",
-    "Verdict", "connect", "new_id", "parse_cursor",
+    "CONVERSATION_ID",
+    "COUNTERS",
+    "DAY_MS",
+    "UNAVAILABLE",
+    "Admission",
+    "InvalidCursor",
+    "Page",
+    "Storage",
+    "Verdict",
+    "connect",
+    "new_id",
+    "parse_cursor",
 ]
 
 MAX_CONNECTIONS = 50  # per worker process (and per node on a cluster)
@@ -46,7 +57,7 @@ def connect(url: str, tls_verify: bool = True) -> redis.Redis | RedisCluster:
         options["ssl_cert_reqs"] = None
     if url.startswith("redis+cluster://"):
         return RedisCluster.from_url(
-            "redis://" + url[len("redis+cluster://"):],
+            "redis://" + url[len("redis+cluster://") :],
             connection_pool_class=redis.BlockingConnectionPool,
             **options,
         )

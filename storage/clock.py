@@ -1,4 +1,5 @@
 """Time as storage names it: milliseconds, UTC hours and days."""
+
 from __future__ import annotations
 
 import time

@@ -7,13 +7,14 @@ reads it (limits.Limits.admit). The index cannot expire per member, so the opera
 it as a whole (listing, export, stats) first sweep out the entries idle for longer than the
 retention, oldest first: a cost proportional to what is removed.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from . import scripts
 from .clock import Clock
@@ -97,7 +98,11 @@ class Conversations:
         the caller executes it) and nothing is returned.
         """
         created_at = self.clock.now_ms()
-        message: dict[str, str | bool] = {"_id": new_id(), "role": role, "content": content}  # the script adds createdAt
+        message: dict[str, str | bool] = {
+            "_id": new_id(),
+            "role": role,
+            "content": content,
+        }  # the script adds createdAt
         if interrupted:
             message["interrupted"] = True
         if finish_reason:
@@ -123,7 +128,9 @@ class Conversations:
         # the score only moves forward, whatever order simultaneous appends arrive in.
         pipe.zadd(self.keys.index(), {conversation_id: created_at}, xx=not creates, gt=True)
         scripts.run(
-            pipe, scripts.COUNT_MESSAGE, [self.keys.message_counts(), self.keys.message_total()],
+            pipe,
+            scripts.COUNT_MESSAGE,
+            [self.keys.message_counts(), self.keys.message_total()],
             [conversation_id, "1" if creates else "0"],
         )
         changes = []
@@ -197,7 +204,7 @@ class Conversations:
         for conversation_id, _ in entries:
             pipe.hgetall(self.keys.conversation(conversation_id))
         found = pipe.execute()
-        missing = [(cid, score) for (cid, score), fields in zip(entries, found) if not fields]
+        missing = [(cid, score) for (cid, score), fields in zip(entries, found, strict=True) if not fields]
         orphans = [cid for cid, score in missing if score < self.clock.now_ms() - ORPHAN_GRACE_MS]
         if orphans:
             self._delete(orphans)
@@ -233,12 +240,14 @@ class Conversations:
         pipe = self.client.pipeline(transaction=False)
         for conversation_id in conversation_ids:
             pipe.zrem(self.keys.index(), conversation_id)
-        scripts.run(pipe, scripts.FORGET_MESSAGES, [self.keys.message_counts(), self.keys.message_total()], conversation_ids)
-        for conversation_id, session_id in zip(conversation_ids, sessions):
+        scripts.run(
+            pipe, scripts.FORGET_MESSAGES, [self.keys.message_counts(), self.keys.message_total()], conversation_ids
+        )
+        for conversation_id, session_id in zip(conversation_ids, sessions, strict=True):
             if session_id:
                 scripts.run(pipe, scripts.UNMAP_SESSION, [self.keys.session(session_id)], [conversation_id])
         in_index = pipe.execute()[: len(conversation_ids)]
-        return [bool(session_id) or bool(removed) for session_id, removed in zip(sessions, in_index)]
+        return [bool(session_id) or bool(removed) for session_id, removed in zip(sessions, in_index, strict=True)]
 
     def erase_session(self, session_id: str) -> tuple[bool, str | None]:
         """Delete everything stored for one end user: the session's conversation with its
@@ -300,7 +309,7 @@ class Conversations:
         replies = pipe.execute()
         return [
             (summary_from_hash(fields), [json.loads(m) for m in messages])
-            for fields, messages in zip(replies[::2], replies[1::2])
+            for fields, messages in zip(replies[::2], replies[1::2], strict=True)
             if fields
         ]
 

@@ -1,8 +1,9 @@
 """Counters that expire on their own: the hourly counts behind /v1/admin/stats and /metrics."""
+
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import redis
 
@@ -15,8 +16,15 @@ HOURLY_COUNT_LIFETIME_MS = 26 * HOUR_MS
 # What the service counts per hour: chat-route requests, model output tokens of replies, 401s,
 # 429s, 403s for a foreign Origin, replies that failed upstream, and replies the model stopped
 # early (a finish reason other than "stop": "length", "content_filter"...).
-COUNTERS = ("chatRequests", "outputTokens", "unauthorized", "rateLimited", "refusedOrigins", "upstreamErrors",
-            "incompleteReplies")
+COUNTERS = (
+    "chatRequests",
+    "outputTokens",
+    "unauthorized",
+    "rateLimited",
+    "refusedOrigins",
+    "upstreamErrors",
+    "incompleteReplies",
+)
 
 # (key, amount, lifetime ms): one change to an expiring counter.
 Change = tuple[str, int, int]
@@ -25,8 +33,12 @@ Change = tuple[str, int, int]
 def add_expiring(target, changes: list[Change]) -> None:
     """Add to counters of one slot, each then living its lifetime more, so they clean
     themselves up; one command, run on target (a client) or queued (a pipeline)."""
-    scripts.run(target, scripts.ADD_EXPIRING, [key for key, _, _ in changes],
-                [value for _, amount, lifetime_ms in changes for value in (amount, lifetime_ms)])
+    scripts.run(
+        target,
+        scripts.ADD_EXPIRING,
+        [key for key, _, _ in changes],
+        [value for _, amount, lifetime_ms in changes for value in (amount, lifetime_ms)],
+    )
 
 
 class Counts:
@@ -56,7 +68,7 @@ class Counts:
         The counts share the {admission} slot, so one MGET reads them even on a cluster, whose
         pipelines refuse mget() but route a single-slot MGET command.
         """
-        now = datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
+        now = datetime.fromtimestamp(self.clock.seconds(), UTC)
         hours = [(now - timedelta(hours=back)).strftime(HOUR_FORMAT) for back in range(25)]
         for name in COUNTERS:
             pipe.execute_command("MGET", *[self.keys.hourly_count(name, hour) for hour in hours])
@@ -68,8 +80,8 @@ class Counts:
         into_hour = (now.minute * 60 + now.second + now.microsecond / 1e6) / 3600
         per_name = [[int(count or 0) for count in counts] for counts in hourly]
         return {
-            "lastHour": {name: _window(counts, 1, into_hour) for name, counts in zip(COUNTERS, per_name)},
-            "lastDay": {name: _window(counts, 24, into_hour) for name, counts in zip(COUNTERS, per_name)},
+            "lastHour": {name: _window(counts, 1, into_hour) for name, counts in zip(COUNTERS, per_name, strict=True)},
+            "lastDay": {name: _window(counts, 24, into_hour) for name, counts in zip(COUNTERS, per_name, strict=True)},
         }
 
 

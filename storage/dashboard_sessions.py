@@ -1,4 +1,5 @@
 """Open dashboard sessions: a signed cookie opens the dashboard only while its id is here."""
+
 from __future__ import annotations
 
 from .keys import Keys

@@ -3,6 +3,7 @@
 The layout (types, lifetimes, hash tags) is written out once, in docs/REDIS.md;
 tests/test_storage_keys.py holds that document against these builders.
 """
+
 from __future__ import annotations
 
 

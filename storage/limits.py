@@ -1,8 +1,9 @@
 """What clients may spend: rate windows, session quotas, the daily budgets and sign-in attempts."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from . import scripts
 from .clock import DAY_MS, Clock
@@ -10,7 +11,7 @@ from .counts import HOURLY_COUNT_LIFETIME_MS, Change, add_expiring
 from .keys import Keys
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """What admission decided about a chat request (the values admit.lua returns)."""
 
     OK = "ok"
@@ -97,8 +98,9 @@ class Limits:
         """Take one dashboard sign-in attempt of client's window (an address's identity, or a
         known device): (True, 0), or (False, ms until the window ends) once max_attempts are
         taken. Checked and counted in one step; a successful sign-in gives its attempt back."""
-        taken, retry_ms = scripts.run(self.client, scripts.TAKE_SIGN_IN_ATTEMPT, [self.keys.sign_in_attempts(client)],
-                                      [max_attempts, window_ms])
+        taken, retry_ms = scripts.run(
+            self.client, scripts.TAKE_SIGN_IN_ATTEMPT, [self.keys.sign_in_attempts(client)], [max_attempts, window_ms]
+        )
         return bool(taken), max(int(retry_ms), 0)
 
     def give_back_sign_in_attempt(self, client: str) -> None:

@@ -1,4 +1,5 @@
 """The Lua scripts of storage/lua/, and how they are sent to Redis."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,6 +1,7 @@
 """Shared fixtures, as flaskr has them: `app`, `client`, `runner`, `store` and a `chat` helper,
 over a real Redis server and the fake model upstream; gunicorn runners. Everything else the
 tests share (keys, headers, process helpers) is in tests/support.py."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -96,7 +97,7 @@ def chat(client):
 @pytest.fixture
 def start_gunicorn(base_env, tmp_path):
     """Start gunicorn with base_env plus overrides; stopped after the test."""
-    started = []
+    started: list[Gunicorn] = []
 
     def start(wait=True, **overrides):
         env = {**base_env, "WEB_CONCURRENCY": "3", **overrides}
@@ -116,8 +117,11 @@ def module_gunicorn(redis_server, upstream_server, tmp_path_factory):
     `first_workers` holds its worker pids at start, so tests can check that none was lost.
     """
     directory = tmp_path_factory.mktemp("gunicorn")
-    env = {**deployment_env(redis_server.url, upstream_server.url, directory / "data"),
-           "WEB_CONCURRENCY": "2", "RATE_LIMIT_MAX_REQUESTS": "1000000"}
+    env = {
+        **deployment_env(redis_server.url, upstream_server.url, directory / "data"),
+        "WEB_CONCURRENCY": "2",
+        "RATE_LIMIT_MAX_REQUESTS": "1000000",
+    }
     server = Gunicorn(env, directory / "gunicorn.log")
     try:
         server.wait_ready()

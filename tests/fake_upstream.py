@@ -30,6 +30,7 @@ pair for each stream whose client closed the connection while it was still strea
 `GET /v1/models` lists `models` (the `status` fault applies to it too), and records its
 Authorization header in `model_listings`.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -127,7 +128,9 @@ class FakeUpstream:
                 upstream.model_listings.append(self.headers.get("Authorization"))
                 if upstream.fault == "status":
                     return self._error_status()
-                return self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in upstream.models]})
+                return self._json(
+                    200, {"object": "list", "data": [{"id": m, "object": "model"} for m in upstream.models]}
+                )
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
@@ -141,17 +144,29 @@ class FakeUpstream:
                 if upstream.fault == "status":
                     return self._error_status()
                 if upstream.strict_models and body.get("model") not in upstream.models:
-                    return self._json(404, {"error": {"message": f"The model `{body.get('model')}` does not exist",
-                                                      "code": "model_not_found"}})
+                    return self._json(
+                        404,
+                        {
+                            "error": {
+                                "message": f"The model `{body.get('model')}` does not exist",
+                                "code": "model_not_found",
+                            }
+                        },
+                    )
                 if body.get("stream") and upstream.stream_bytes is not None:
                     return self._exact_stream()
                 if body.get("stream"):
                     return self._stream(body)
-                reply = {
+                reply: dict = {
                     "id": "chatcmpl-test",
                     "object": "chat.completion",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": upstream.answer(body)},
-                                 "finish_reason": upstream.finish_reason}],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": upstream.answer(body)},
+                            "finish_reason": upstream.finish_reason,
+                        }
+                    ],
                 }
                 if upstream.report_usage:
                     reply["usage"] = upstream.usage(body)
@@ -173,7 +188,7 @@ class FakeUpstream:
                 try:
                     for start in range(0, len(data), step):
                         time.sleep(upstream.token_delay)
-                        self.wfile.write(data[start:start + step])
+                        self.wfile.write(data[start : start + step])
                         self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     self._close()  # the client gave up waiting
@@ -195,7 +210,7 @@ class FakeUpstream:
                 self.end_headers()
                 self.close_connection = True
                 try:
-                    for piece in upstream.stream_bytes:
+                    for piece in upstream.stream_bytes or []:
                         if upstream.token_delay and self._client_gone(upstream.token_delay):
                             return
                         self.wfile.write(piece)

@@ -3,6 +3,7 @@
 Used after faults and concurrent load: whatever happened, a stored conversation must be one
 that the service could have written step by step.
 """
+
 from __future__ import annotations
 
 import storage
@@ -27,7 +28,7 @@ def stored_thread(client, session_id: str, prefix: str = "ocw") -> tuple[dict, l
     times = [m["createdAt"] for m in messages]
     assert times == sorted(times), f"messages of {session_id} are out of order"
     assert summary["messageCount"] == len(messages)
-    assert summary["lastMessage"] == messages[-1]["content"][: LAST_MESSAGE_CHARS]
+    assert summary["lastMessage"] == messages[-1]["content"][:LAST_MESSAGE_CHARS]
     assert summary["updatedAt"] == messages[-1]["createdAt"]
     assert summary["createdAt"] == messages[0]["createdAt"]
     assert client.zscore(store.keys.index(), conversation_id) == summary["updatedAt"]

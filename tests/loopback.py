@@ -3,6 +3,7 @@
 Standard library and requests only (both runtime packages), so scripts/deploy_smoke.py can use
 it from a virtualenv that has requirements.txt alone.
 """
+
 from __future__ import annotations
 
 import socket

@@ -1,9 +1,11 @@
 """What the tests share besides fixtures: the keys they configure, request helpers, and the
 processes they start (a Redis server of their own, gunicorn as the Procfile starts it), all from
 the runtime-only virtualenv where a user's process would run."""
+
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -15,9 +17,26 @@ import embedded_redis
 from tests.loopback import answers_ok, free_port, wait_until
 
 __all__ = [
-    "ADMIN_KEY", "ADMIN_KEY_2", "ROOT", "RUNTIME_BIN", "RUNTIME_PYTHON", "SECRET_KEY", "WIDGET_KEY", "WIDGET_KEY_2",
-    "Gunicorn", "RedisServer", "admin_headers", "answers_ok", "chat_headers", "chat_turn", "deployment_env",
-    "free_port", "post_chat", "rss_kib", "tcp_connections", "wait_until",
+    "ADMIN_KEY",
+    "ADMIN_KEY_2",
+    "ROOT",
+    "RUNTIME_BIN",
+    "RUNTIME_PYTHON",
+    "SECRET_KEY",
+    "WIDGET_KEY",
+    "WIDGET_KEY_2",
+    "Gunicorn",
+    "RedisServer",
+    "admin_headers",
+    "answers_ok",
+    "chat_headers",
+    "chat_turn",
+    "deployment_env",
+    "free_port",
+    "post_chat",
+    "rss_kib",
+    "tcp_connections",
+    "wait_until",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +51,11 @@ def _runtime_bin() -> Path:
     """
     venv = Path(os.environ.get("RUNTIME_VENV", ROOT / ".venv-runtime"))
     if not (venv / "bin" / "gunicorn").exists():
-        pytest.exit(f"No runtime-only virtualenv at {venv}: run scripts/test.sh, or "
-                    f"`bash scripts/runtime-venv.sh {venv}` first", returncode=4)
+        pytest.exit(
+            f"No runtime-only virtualenv at {venv}: run scripts/test.sh, or "
+            f"`bash scripts/runtime-venv.sh {venv}` first",
+            returncode=4,
+        )
     return venv / "bin"
 
 
@@ -55,13 +77,22 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.directory = directory
         self.extra = extra
-        self.process = None
         self.start()
 
     def start(self):
         self.process = subprocess.Popen(
-            [embedded_redis.server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--dir", str(self.directory), *self.extra],
+            [
+                embedded_redis.server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                str(self.directory),
+                *self.extra,
+            ],
             stdout=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port)
@@ -93,7 +124,7 @@ def tcp_connections(pid: int) -> list[tuple[int, int]]:
         except FileNotFoundError:  # closed while we looked
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(target[len("socket:[") : -1])
     connections = []
     for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
         _, local, remote, state, *_, inode = line.split()[:10]
@@ -133,8 +164,16 @@ def admin_headers(key=ADMIN_KEY):
     return {"X-Admin-Api-Key": key}
 
 
-def post_chat(client, session: str = "s-1", message: str = "Hi", path: str = "/v1/chat", key: str = WIDGET_KEY,
-              **options):
+def found(match: re.Match[str] | None, group: int = 1) -> str:
+    """The group of a regular expression's match; the test fails (not an AttributeError) when
+    nothing matched."""
+    assert match is not None, "the expected text is not there"
+    return match.group(group)
+
+
+def post_chat(
+    client, session: str = "s-1", message: str = "Hi", path: str = "/v1/chat", key: str = WIDGET_KEY, **options
+):
     """One chat request with the widget key through a Flask test client (or a requests.Session);
     the response. options go to client.post (e.g. buffered=True)."""
     return client.post(path, json={"sessionId": session, "message": message}, headers=chat_headers(key), **options)
@@ -152,6 +191,8 @@ class Gunicorn:
     """`gunicorn wsgi:app` started exactly as the Procfile says, on a free port, from the
     runtime-only virtualenv."""
 
+    first_workers: set[int] = set()  # its worker pids at start, when a fixture records them
+
     def __init__(self, env: dict, log_path: Path, inherit_environment: bool = True):
         """inherit_environment=False starts it with env, PORT and PATH only, as a platform would."""
         self.port = free_port()
@@ -167,7 +208,9 @@ class Gunicorn:
         self.log_path = log_path
 
     def wait_ready(self, timeout=30):
-        assert wait_until(lambda: answers_ok(self.url + "/health"), timeout), f"gunicorn did not start:\n{self.output()}"
+        assert wait_until(lambda: answers_ok(self.url + "/health"), timeout), (
+            f"gunicorn did not start:\n{self.output()}"
+        )
         return self
 
     def output(self) -> str:

@@ -1,4 +1,5 @@
 """Admin routes: listing order, limit, cursor pagination, summary and thread shapes, delete, 503."""
+
 from __future__ import annotations
 
 import time
@@ -6,7 +7,7 @@ import time
 import pytest
 
 import services
-from tests.support import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_headers, chat_turn
+from tests.support import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_turn
 
 LIST = "/v1/admin/conversations"
 SUMMARY_KEYS = {"_id", "_creationTime", "sessionId", "createdAt", "updatedAt", "lastMessage", "messageCount"}
@@ -124,10 +125,13 @@ def test_cursor_pagination_returns_every_conversation_exactly_once(app, client, 
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 4, 9, 10])
-@pytest.mark.parametrize("timestamps", [
-    [1_700_000_000_000] * 9,  # all nine share one updatedAt
-    [1_700_000_000_000] * 4 + [1_700_000_000_500] * 3 + [1_700_000_000_250] * 2,  # three groups of ties
-])
+@pytest.mark.parametrize(
+    "timestamps",
+    [
+        [1_700_000_000_000] * 9,  # all nine share one updatedAt
+        [1_700_000_000_000] * 4 + [1_700_000_000_500] * 3 + [1_700_000_000_250] * 2,  # three groups of ties
+    ],
+)
 def test_cursor_pagination_survives_conversations_with_the_same_updated_at(app, client, monkeypatch, limit, timestamps):
     clock = iter(timestamps)
     services.of(app).store.clock.seconds = lambda: next(clock) / 1000
@@ -162,10 +166,23 @@ def test_cursor_keeps_working_when_a_listed_conversation_gets_a_new_message(app,
     assert [s["_id"] for s in rest["conversations"]] == [ids[2], ids[1], ids[0]]
 
 
-@pytest.mark.parametrize("cursor", [
-    "", "abc", "123", "123:", ":abc", "-1:abc", "1.5:abc", "12:a{b}", "12:a b", "1" * 17 + ":abc",
-    "12:" + "a" * 65, "12:abc:def",
-])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "abc",
+        "123",
+        "123:",
+        ":abc",
+        "-1:abc",
+        "1.5:abc",
+        "12:a{b}",
+        "12:a b",
+        "1" * 17 + ":abc",
+        "12:" + "a" * 65,
+        "12:abc:def",
+    ],
+)
 @pytest.mark.parametrize("filter_by_session", [False, True])
 def test_malformed_cursor_is_400_naming_cursor(app, client, cursor, filter_by_session):
     add_conversations(app, 3)
@@ -314,13 +331,17 @@ ADMIN_ROUTES = [
 ]
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    admin_headers(),
-    {"Authorization": f"Bearer {ADMIN_KEY}"},
-    {"X-Admin-Api-Key": WIDGET_KEY},
-    {"X-Admin-Api-Key": "wrong-key-wrong-key-wrong-key"},
-], ids=["no-key", "admin-header", "bearer", "widget-key", "wrong-key"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        admin_headers(),
+        {"Authorization": f"Bearer {ADMIN_KEY}"},
+        {"X-Admin-Api-Key": WIDGET_KEY},
+        {"X-Admin-Api-Key": "wrong-key-wrong-key-wrong-key"},
+    ],
+    ids=["no-key", "admin-header", "bearer", "widget-key", "wrong-key"],
+)
 @pytest.mark.parametrize("method, path", ADMIN_ROUTES)
 def test_admin_routes_answer_503_when_admin_key_is_unset(make_app, method, path, headers):
     client = make_app(ADMIN_API_KEY=None).test_client()

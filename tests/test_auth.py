@@ -1,4 +1,5 @@
 """Key checks of the chat and admin routes, rotation, and the rate limit."""
+
 from __future__ import annotations
 
 import hmac
@@ -206,7 +207,9 @@ def test_rate_limit_keys_expire_so_idle_ips_leave_nothing(make_app, redis_client
 def test_x_forwarded_for_is_ignored_without_trusted_proxies(make_app):
     client = make_app(RATE_LIMIT_MAX_REQUESTS="2").test_client()
     codes = [
-        client.post("/v1/chat", json=BODY, headers={"X-Api-Key": WIDGET_KEY, "X-Forwarded-For": f"10.0.0.{i}"}).status_code
+        client.post(
+            "/v1/chat", json=BODY, headers={"X-Api-Key": WIDGET_KEY, "X-Forwarded-For": f"10.0.0.{i}"}
+        ).status_code
         for i in range(3)
     ]
     assert codes == [200, 200, 429]
@@ -226,15 +229,27 @@ def test_with_one_trusted_proxy_the_last_forwarded_hop_is_the_client(make_app, r
     assert "ocw:{admission}:ip:203.0.113.1" in redis_client.keys("*")
 
 
-@pytest.mark.parametrize("spellings", [
-    [f"203.0.113.7:{port}" for port in range(50001, 50006)],  # a proxy that appends the source port
-    ["203.0.113.7", "::ffff:203.0.113.7", "[::ffff:203.0.113.7]:443", "203.0.113.7:1", "::FFFF:cb00:7107"],
-    ["2001:db8:1:2::1", "2001:db8:1:2::2", "[2001:db8:1:2:ffff::9]:443", "2001:DB8:1:2:0:0:0:3", "2001:db8:1:2::4%eth0"],
-], ids=["ports", "ipv4-mapped", "one-ipv6-64"])
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        [f"203.0.113.7:{port}" for port in range(50001, 50006)],  # a proxy that appends the source port
+        ["203.0.113.7", "::ffff:203.0.113.7", "[::ffff:203.0.113.7]:443", "203.0.113.7:1", "::FFFF:cb00:7107"],
+        [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2::2",
+            "[2001:db8:1:2:ffff::9]:443",
+            "2001:DB8:1:2:0:0:0:3",
+            "2001:db8:1:2::4%eth0",
+        ],
+    ],
+    ids=["ports", "ipv4-mapped", "one-ipv6-64"],
+)
 def test_nothing_a_client_can_vary_without_changing_who_it_is_gives_it_a_new_bucket(make_app, spellings):
     client = make_app(RATE_LIMIT_MAX_REQUESTS="3", TRUSTED_PROXY_COUNT="1").test_client()
-    codes = [client.post("/v1/chat", json=BODY, headers={"X-Api-Key": WIDGET_KEY, "X-Forwarded-For": spelling}).status_code
-             for spelling in spellings]
+    codes = [
+        client.post("/v1/chat", json=BODY, headers={"X-Api-Key": WIDGET_KEY, "X-Forwarded-For": spelling}).status_code
+        for spelling in spellings
+    ]
     assert codes == [200, 200, 200, 429, 429]
 
 
@@ -245,16 +260,26 @@ def test_clients_in_different_ipv6_64s_have_their_own_buckets(make_app):
         assert client.post("/v1/chat", json=BODY, headers=headers).status_code == 200
 
 
-@pytest.mark.parametrize("address, identity", [
-    ("203.0.113.7:50001", "203.0.113.7"), ("[2001:db8::1]:443", "2001:db8::/64"), ("::ffff:10.1.2.3", "10.1.2.3"),
-    ("2001:DB8:0:0:1::5", "2001:db8::/64"), ("not an address", "unknown"), ("", "unknown"), ("010.1.2.3", "unknown"),
-])
+@pytest.mark.parametrize(
+    "address, identity",
+    [
+        ("203.0.113.7:50001", "203.0.113.7"),
+        ("[2001:db8::1]:443", "2001:db8::/64"),
+        ("::ffff:10.1.2.3", "10.1.2.3"),
+        ("2001:DB8:0:0:1::5", "2001:db8::/64"),
+        ("not an address", "unknown"),
+        ("", "unknown"),
+        ("010.1.2.3", "unknown"),
+    ],
+)
 def test_a_client_address_has_one_name(address, identity):
     assert auth.client_identity(address) == identity
 
 
 def test_with_trusted_proxy_ips_only_the_named_proxies_forwarded_for_is_read(make_app):
-    client = make_app(RATE_LIMIT_MAX_REQUESTS="3", TRUSTED_PROXY_COUNT="1", TRUSTED_PROXY_IPS="10.0.0.0/8").test_client()
+    client = make_app(
+        RATE_LIMIT_MAX_REQUESTS="3", TRUSTED_PROXY_COUNT="1", TRUSTED_PROXY_IPS="10.0.0.0/8"
+    ).test_client()
 
     def post(forwarded_for, peer):
         headers = {"X-Api-Key": WIDGET_KEY, "X-Forwarded-For": forwarded_for}
@@ -268,8 +293,11 @@ def test_with_trusted_proxy_ips_only_the_named_proxies_forwarded_for_is_read(mak
 
 def test_trusted_proxy_ips_that_are_not_addresses_refuse_start_up():
     from config import ConfigError, load_settings
+
     with pytest.raises(ConfigError, match="TRUSTED_PROXY_IPS must list IP addresses or networks"):
-        load_settings({"WIDGET_API_KEY": WIDGET_KEY, "OPENAI_API_KEY": "sk-x", "TRUSTED_PROXY_IPS": "10.0.0.0/8, proxy.local"})
+        load_settings(
+            {"WIDGET_API_KEY": WIDGET_KEY, "OPENAI_API_KEY": "sk-x", "TRUSTED_PROXY_IPS": "10.0.0.0/8, proxy.local"}
+        )
 
 
 def test_rate_limit_does_not_apply_to_admin_or_public_routes(make_app):

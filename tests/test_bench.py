@@ -3,6 +3,7 @@
 The figures themselves are measured by running the scripts (see docs/PERFORMANCE.md), never
 asserted here: these machines are shared and timings are noisy.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,10 @@ TINY = {
 def run(script: str) -> dict:
     completed = subprocess.run(
         [sys.executable, str(ROOT / "bench" / f"{script}.py"), *TINY[script]],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)

@@ -1,4 +1,5 @@
 """Chat routes: validation, storage of each turn, the prompt sent upstream, the NDJSON stream, a session's history."""
+
 from __future__ import annotations
 
 import json
@@ -18,25 +19,31 @@ def events(response) -> list[dict]:
 
 def stored_messages(app, session="s-1"):
     store = services.of(app).store
-    summary, messages = store.conversations.get(store.conversations.id_for_session(session))
-    return summary, messages
+    found = store.conversations.get(store.conversations.id_for_session(session))
+    assert found is not None, f"no conversation for {session}"
+    return found
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"message": "hi"}, "sessionId"),
-    ({"sessionId": "", "message": "hi"}, "sessionId"),
-    ({"sessionId": "x" * 129, "message": "hi"}, "sessionId"),
-    ({"sessionId": "bad id", "message": "hi"}, "sessionId"),
-    ({"sessionId": "a{b}", "message": "hi"}, "sessionId"),
-    ({"sessionId": 5, "message": "hi"}, "sessionId"),
-    ({"sessionId": "s"}, "message"),
-    ({"sessionId": "s", "message": ""}, "message"),
-    ({"sessionId": "s", "message": "   \n\t"}, "message"),
-    ({"sessionId": "s", "message": "x" * 4001}, "message"),
-    ({"sessionId": "s", "message": ["hi"]}, "message"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"message": "hi"}, "sessionId"),
+        ({"sessionId": "", "message": "hi"}, "sessionId"),
+        ({"sessionId": "x" * 129, "message": "hi"}, "sessionId"),
+        ({"sessionId": "bad id", "message": "hi"}, "sessionId"),
+        ({"sessionId": "a{b}", "message": "hi"}, "sessionId"),
+        ({"sessionId": 5, "message": "hi"}, "sessionId"),
+        ({"sessionId": "s"}, "message"),
+        ({"sessionId": "s", "message": ""}, "message"),
+        ({"sessionId": "s", "message": "   \n\t"}, "message"),
+        ({"sessionId": "s", "message": "x" * 4001}, "message"),
+        ({"sessionId": "s", "message": ["hi"]}, "message"),
+    ],
+)
 @pytest.mark.parametrize("path", ["/v1/chat", *STREAM_ROUTES])
-def test_invalid_chat_body_is_400_naming_the_field_and_stores_nothing(client, redis_client, upstream, path, body, field):
+def test_invalid_chat_body_is_400_naming_the_field_and_stores_nothing(
+    client, redis_client, upstream, path, body, field
+):
     response = client.post(path, json=body, headers=chat_headers())
     assert response.status_code == 400
     assert response.get_json()["error"] == "Invalid request body"
@@ -45,13 +52,16 @@ def test_invalid_chat_body_is_400_naming_the_field_and_stores_nothing(client, re
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize("data, content_type", [
-    (b"not json", "application/json"),
-    (b"[1, 2]", "application/json"),
-    (b"null", "application/json"),
-    (b"sessionId=s&message=hi", "application/x-www-form-urlencoded"),
-    (b"\xff\xfe{", "application/json"),
-])
+@pytest.mark.parametrize(
+    "data, content_type",
+    [
+        (b"not json", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b"null", "application/json"),
+        (b"sessionId=s&message=hi", "application/x-www-form-urlencoded"),
+        (b"\xff\xfe{", "application/json"),
+    ],
+)
 def test_non_json_body_is_400(client, upstream, data, content_type):
     response = client.post("/v1/chat", data=data, headers=chat_headers(**{"Content-Type": content_type}))
     assert response.status_code == 400
@@ -72,7 +82,9 @@ def test_message_of_exactly_4000_characters_is_accepted(client):
 
 
 def test_unknown_fields_are_ignored(client):
-    response = client.post("/v1/chat", json={"sessionId": "s", "message": "hi", "extra": {"a": 1}}, headers=chat_headers())
+    response = client.post(
+        "/v1/chat", json={"sessionId": "s", "message": "hi", "extra": {"a": 1}}, headers=chat_headers()
+    )
     assert response.status_code == 200
 
 
@@ -183,10 +195,13 @@ def test_a_retry_of_a_message_left_unanswered_is_not_stored_or_sent_twice(app, c
     assert stored_messages(app)[0]["messageCount"] == 2
 
 
-@pytest.mark.parametrize("first_reply_fails, retried", [
-    (False, "hi"),  # the message was answered: sending it again is a new turn
-    (True, "something else"),  # not the message left unanswered
-])
+@pytest.mark.parametrize(
+    "first_reply_fails, retried",
+    [
+        (False, "hi"),  # the message was answered: sending it again is a new turn
+        (True, "something else"),  # not the message left unanswered
+    ],
+)
 def test_a_retry_that_repeats_nothing_unanswered_is_stored_as_usual(app, client, upstream, first_reply_fails, retried):
     upstream.fault = "status" if first_reply_fails else None
     post_chat(client, message="hi")
@@ -290,11 +305,14 @@ def test_client_leaving_mid_stream_closes_upstream_and_stores_partial_as_interru
     assert len(messages[-1]["content"].split()) < 200
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"sessionId": "abc\n", "message": "hi"}, "sessionId"),
-    ({"sessionId": "٣٤٥", "message": "hi"}, "sessionId"),
-    ({"sessionId": "s", "message": "\ud800 lone surrogate"}, "message"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"sessionId": "abc\n", "message": "hi"}, "sessionId"),
+        ({"sessionId": "٣٤٥", "message": "hi"}, "sessionId"),
+        ({"sessionId": "s", "message": "\ud800 lone surrogate"}, "message"),
+    ],
+)
 def test_lookalike_session_ids_and_unencodable_text_are_400(client, upstream, body, field):
     response = client.post("/v1/chat", json=body, headers=chat_headers())
     assert response.status_code == 400
@@ -320,7 +338,9 @@ def test_non_ascii_and_nul_text_round_trips(app, client, upstream):
     assert [m["content"] for m in stored_messages(app)[1]] == ["héllo\u0000 世界", "Grüße 👋 ok"]
 
 
-@pytest.mark.parametrize("message, stored", [("\x1f", "\x1f"), ("\x85hi\x1c", "\x85hi\x1c"), ("\ufeff hi \u3000", "hi")])
+@pytest.mark.parametrize(
+    "message, stored", [("\x1f", "\x1f"), ("\x85hi\x1c", "\x85hi\x1c"), ("\ufeff hi \u3000", "hi")]
+)
 def test_whitespace_is_what_javascript_trims_so_the_document_and_original_agree(app, client, message, stored):
     assert post_chat(client, message=message).status_code == 200
     assert stored_messages(app)[1][0]["content"] == stored
@@ -328,7 +348,10 @@ def test_whitespace_is_what_javascript_trims_so_the_document_and_original_agree(
 
 def test_a_message_of_only_javascript_whitespace_is_400(client):
     assert post_chat(client, message="\ufeff\u2028 \t").status_code == 400
+
+
 # ---- history -------------------------------------------------------------------------------
+
 
 def get_history(client, session="s-1", **headers):
     return client.get("/v1/chat/history", query_string={"sessionId": session}, headers=chat_headers(**headers))
@@ -340,7 +363,9 @@ def test_history_is_the_sessions_messages_oldest_first_as_stored(app, client, up
         post_chat(client, message=text)
     post_chat(client, session="someone-else", message="not yours")
     store = services.of(app).store
-    store.conversations.append_message(store.conversations.id_for_session("s-1"), "s-1", "assistant", "cut sh", interrupted=True)
+    store.conversations.append_message(
+        store.conversations.id_for_session("s-1"), "s-1", "assistant", "cut sh", interrupted=True
+    )
 
     response = get_history(client)
     assert response.status_code == 200
@@ -373,13 +398,23 @@ def test_history_of_a_deleted_conversation_is_empty(app, client):
     assert get_history(client).get_json() == {"messages": []}
 
 
-@pytest.mark.parametrize("query", [{}, {"sessionId": ""}, {"sessionId": "bad id"}, {"sessionId": "x" * 129},
-                                   {"sessionId": "abc\n"}, {"sessionId": "a{b}"}])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"sessionId": ""},
+        {"sessionId": "bad id"},
+        {"sessionId": "x" * 129},
+        {"sessionId": "abc\n"},
+        {"sessionId": "a{b}"},
+    ],
+)
 def test_history_session_id_follows_the_chat_rule_or_400(client, redis_client, query):
     response = client.get("/v1/chat/history", query_string=query, headers=chat_headers())
     assert response.status_code == 400
     assert response.get_json() == {
-        "error": "Invalid query", "details": {"sessionId": "must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
+        "error": "Invalid query",
+        "details": {"sessionId": "must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
     }
 
 

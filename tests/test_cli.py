@@ -1,4 +1,5 @@
 """The ops CLI (`flask --app app ocw ...` and `python cli.py ...`): every command and its --help."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,22 @@ import time
 
 import pytest
 
-from config import load_settings
 import services
+from config import load_settings
 from tests.support import ADMIN_KEY, ROOT, RUNTIME_PYTHON, WIDGET_KEY, chat_headers, chat_turn, free_port
 
 COMMANDS = [
-    [], ["keygen"], ["conversations"], ["conversations", "list"], ["conversations", "show"],
-    ["conversations", "export"], ["conversations", "delete"], ["sessions"], ["sessions", "erase"],
-    ["purge"], ["check"],
+    [],
+    ["keygen"],
+    ["conversations"],
+    ["conversations", "list"],
+    ["conversations", "show"],
+    ["conversations", "export"],
+    ["conversations", "delete"],
+    ["sessions"],
+    ["sessions", "erase"],
+    ["purge"],
+    ["check"],
 ]
 
 
@@ -28,8 +37,14 @@ def ocw(app):
 
 def run_script(*args, env):
     """`python cli.py <args>` in a fresh process with exactly env (plus PATH)."""
-    return subprocess.run([RUNTIME_PYTHON, "cli.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={"PATH": os.environ["PATH"], **env})
+    return subprocess.run(
+        [RUNTIME_PYTHON, "cli.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], **env},
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "ocw")
@@ -45,7 +60,9 @@ def test_keygen_prints_a_strong_key_the_configuration_accepts(ocw):
     for key in keys:
         assert len(key) == 43 and key.replace("-", "").replace("_", "").isalnum()
     widget, admin, secret = sorted(keys)
-    settings = load_settings({"WIDGET_API_KEY": widget, "ADMIN_API_KEY": admin, "SECRET_KEY": secret, "OPENAI_API_KEY": "sk"})
+    settings = load_settings(
+        {"WIDGET_API_KEY": widget, "ADMIN_API_KEY": admin, "SECRET_KEY": secret, "OPENAI_API_KEY": "sk"}
+    )
     assert settings.widget_keys == (widget,) and settings.secret_key == secret
 
 
@@ -56,6 +73,7 @@ def test_keygen_works_before_anything_is_configured():
 
 
 # ---- conversations -------------------------------------------------------------------------
+
 
 def test_list_shows_newest_first_with_session_and_pages_with_a_cursor(app, ocw):
     ids = []
@@ -98,7 +116,10 @@ def test_export_writes_ndjson_to_a_file(app, ocw, tmp_path):
     target = tmp_path / "export.ndjson"
     result = ocw("conversations", "export", "--output", str(target))
     assert result.exit_code == 0 and "Exported 2 conversations" in result.output
-    assert [json.loads(line)["conversation"]["sessionId"] for line in target.read_text().splitlines()] == ["old", "recent"]
+    assert [json.loads(line)["conversation"]["sessionId"] for line in target.read_text().splitlines()] == [
+        "old",
+        "recent",
+    ]
     since = ocw("conversations", "export", "--updated-since", "1700000100000")
     assert json.loads(since.stdout.splitlines()[0])["conversation"]["_id"] == recent
 
@@ -115,6 +136,7 @@ def test_delete_asks_first_and_deletes_with_yes(app, ocw):
 
 
 # ---- sessions and purge --------------------------------------------------------------------
+
 
 def test_sessions_erase_removes_everything_of_the_session(app, ocw, redis_client):
     conversation_id = chat_turn(app.test_client(), "data-subject")
@@ -142,6 +164,7 @@ def test_purge_deletes_conversations_idle_for_more_than_the_given_days(app, ocw)
 
 
 # ---- check ---------------------------------------------------------------------------------
+
 
 def test_check_passes_against_working_redis_and_upstream_without_printing_keys(ocw, upstream):
     result = ocw("check")
@@ -177,8 +200,10 @@ def test_check_fails_when_the_upstream_does_not_know_the_model(make_app, upstrea
     app = make_app(OPENAI_MODEL="gpt-nonexistent")
     result = app.test_cli_runner().invoke(args=["ocw", "check"])
     assert result.exit_code == 1, result.output
-    assert "FAIL  model: a one-token completion with gpt-nonexistent failed: the model server does not know " \
-           "OPENAI_MODEL='gpt-nonexistent' (HTTP 404: The model `gpt-nonexistent` does not exist)" in result.output
+    assert (
+        "FAIL  model: a one-token completion with gpt-nonexistent failed: the model server does not know "
+        "OPENAI_MODEL='gpt-nonexistent' (HTTP 404: The model `gpt-nonexistent` does not exist)" in result.output
+    )
     chat = app.test_client().post("/v1/chat", json={"sessionId": "s", "message": "hi"}, headers=chat_headers())
     assert chat.status_code == 502  # what every chat would answer: check tells the truth
 
@@ -208,8 +233,14 @@ def test_check_reports_a_bad_configuration_as_a_failed_check_without_the_key():
 
 def test_flask_cli_runs_the_commands_with_the_deployment_environment(base_env, app):
     chat_turn(app.test_client(), "through-flask")
-    result = subprocess.run([RUNTIME_PYTHON, "-m", "flask", "--app", "app", "ocw", "conversations", "list"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **base_env})
+    result = subprocess.run(
+        [RUNTIME_PYTHON, "-m", "flask", "--app", "app", "ocw", "conversations", "list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **base_env},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("through-flask")
 

@@ -1,4 +1,5 @@
 """The service on a real 3-master Redis Cluster (REDIS_URL=redis+cluster://...)."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import pytest
 import redis
 import requests
 
-import services
 import embedded_redis
+import services
 from tests.support import ADMIN_KEY, free_port, post_chat, wait_until
 from tests.test_chat import events
 
@@ -44,14 +45,28 @@ class Cluster:
             folder = directory / f"node-{port}"
             folder.mkdir()
             process = subprocess.Popen(
-                [embedded_redis.server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--cluster-enabled", "yes", "--cluster-config-file", str(folder / "nodes.conf"),
-                 "--cluster-node-timeout", str(node_timeout_ms), "--dir", str(folder)],
+                [
+                    embedded_redis.server_binary(),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(folder / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    str(node_timeout_ms),
+                    "--dir",
+                    str(folder),
+                ],
                 stdout=subprocess.DEVNULL,
             )
             self.nodes.append((port, process, redis.Redis(port=port, decode_responses=True)))
         for _, _, client in self.nodes:
-            assert wait_until(lambda: _answers(client), timeout=10)
+            assert wait_until(lambda client=client: _answers(client), timeout=10)
         share = SLOTS // masters
         for i, (_, _, client) in enumerate(self.nodes[:masters]):
             end = SLOTS if i == masters - 1 else (i + 1) * share
@@ -62,8 +77,10 @@ class Cluster:
         for i, (_, _, replica) in enumerate(self.nodes[masters:]):
             master = self.nodes[i % masters][2]
             replica.execute_command("CLUSTER REPLICATE", master.execute_command("CLUSTER MYID"))
-        assert wait_until(lambda: all(c.info("replication").get("master_link_status", "up") == "up"
-                                      for _, _, c in self.nodes), timeout=20)
+        assert wait_until(
+            lambda: all(c.info("replication").get("master_link_status", "up") == "up" for _, _, c in self.nodes),
+            timeout=20,
+        )
         self.url = f"redis+cluster://127.0.0.1:{self.nodes[0][0]}"
 
     def master_of(self, key: str) -> tuple[int, subprocess.Popen]:
@@ -119,8 +136,11 @@ def test_chat_stream_and_admin_routes_work_on_redis_cluster(cluster_client, upst
     admin = {"X-Admin-Api-Key": ADMIN_KEY}
     seen, cursor = [], None
     while True:
-        page = client.get("/v1/admin/conversations", query_string={"limit": 5, **({"cursor": cursor} if cursor else {})},
-                          headers=admin).get_json()
+        page = client.get(
+            "/v1/admin/conversations",
+            query_string={"limit": 5, **({"cursor": cursor} if cursor else {})},
+            headers=admin,
+        ).get_json()
         seen += page["conversations"]
         cursor = page["nextCursor"]
         if cursor is None:
@@ -154,7 +174,12 @@ def test_export_erasure_stats_and_retention_work_on_redis_cluster(make_app, clus
     assert sorted(json.loads(line)["conversation"]["sessionId"] for line in lines) == sorted(sessions)
 
     assert client.delete(f"/v1/admin/sessions/{sessions[0]}", headers=admin).status_code == 204
-    assert client.get("/v1/admin/conversations", query_string={"sessionId": sessions[0]}, headers=admin).get_json()["total"] == 0
+    assert (
+        client.get("/v1/admin/conversations", query_string={"sessionId": sessions[0]}, headers=admin).get_json()[
+            "total"
+        ]
+        == 0
+    )
     stats = client.get("/v1/admin/stats", headers=admin).get_json()
     assert (stats["conversations"], stats["messages"]) == (14, 28)
     assert stats["lastHour"]["chatRequests"] == 15 and stats["lastHour"]["outputTokens"] > 0
@@ -172,16 +197,24 @@ def test_losing_the_master_of_the_admission_keys_costs_turns_only_until_its_repl
     then 200 again, with no restart; the figures are printed for docs/RELIABILITY.md."""
     cluster = Cluster(tmp_path, masters=3, replicas=1, node_timeout_ms=1000)
     try:
-        server = start_gunicorn(REDIS_URL=cluster.url, WEB_CONCURRENCY="2", RATE_LIMIT_MAX_REQUESTS="1000000",
-                                SESSION_MAX_MESSAGES="1000000")
+        server = start_gunicorn(
+            REDIS_URL=cluster.url,
+            WEB_CONCURRENCY="2",
+            RATE_LIMIT_MAX_REQUESTS="1000000",
+            SESSION_MAX_MESSAGES="1000000",
+        )
         results: list[tuple[float, int, str]] = []  # (time, status, session)
         killed_at = None
         with requests.Session() as http:
             for i in range(5000):
                 session = f"failover-{i}"
                 try:
-                    status = http.post(server.url + "/v1/chat", json={"sessionId": session, "message": "hi"},
-                                       headers={"X-Api-Key": "widget-key-0123456789abcdef"}, timeout=15).status_code
+                    status = http.post(
+                        server.url + "/v1/chat",
+                        json={"sessionId": session, "message": "hi"},
+                        headers={"X-Api-Key": "widget-key-0123456789abcdef"},
+                        timeout=15,
+                    ).status_code
                 except requests.RequestException:
                     status = 0
                 results.append((time.monotonic(), status, session))
@@ -192,15 +225,18 @@ def test_losing_the_master_of_the_admission_keys_costs_turns_only_until_its_repl
                 after = [s for t, s, _ in results if killed_at and t > killed_at]
                 if after.count(200) >= 30 or (killed_at and time.monotonic() - killed_at > 60):
                     break
-        after = [(t, s) for t, s, _ in results if t > killed_at]
+        assert killed_at is not None
+        after_kill = [(t, s) for t, s, _ in results if t > killed_at]
         assert {s for _, s, _ in results} <= {200, 503}, "every answer is a 200 or a JSON 503, never a 500"
-        assert after[-1][1] == 200 and [s for _, s in after].count(200) >= 30, "the service did not recover"
-        first_ok = next(t for t, s in after if s == 200)
+        assert after_kill[-1][1] == 200 and [s for _, s in after_kill].count(200) >= 30, "the service did not recover"
+        first_ok = next(t for t, s in after_kill if s == 200)
         acknowledged = [session for _, s, session in results if s == 200]
         survivor = redis.RedisCluster.from_url(cluster.url.replace("redis+cluster", "redis"), decode_responses=True)
         lost = [session for session in acknowledged if not survivor.exists(f"ocw:session:{session}")]
-        print(f"cluster failover: 503 for {first_ok - killed_at:.2f} s ({[s for _, s in after].count(503)} store), "
-              f"then 200; {len(acknowledged)} acknowledged store, {len(lost)} lost")
+        print(
+            f"cluster failover: 503 for {first_ok - killed_at:.2f} s ({[s for _, s in after_kill].count(503)} turns), "
+            f"then 200; {len(acknowledged)} acknowledged turns, {len(lost)} lost"
+        )
         assert lost == [], lost
     finally:
         cluster.stop()

@@ -1,6 +1,7 @@
 """Slow and heavy clients cannot take a worker's connections: a deadline on the silence while a
 body arrives (a JSON 408), and a bound on the requests one client has open at once (a JSON 429),
 through the real gunicorn and raw sockets."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ from tests.support import WIDGET_KEY
 def start_body(server, declared_length: int = 200) -> socket.socket:
     """A chat request's headers and one byte of its body, then silence."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    sock.sendall(b"POST /v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Widget-Api-Key: "
-                 + WIDGET_KEY.encode() + b"\r\nContent-Length: " + str(declared_length).encode() + b"\r\n\r\n{")
+    sock.sendall(
+        b"POST /v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Widget-Api-Key: "
+        + WIDGET_KEY.encode()
+        + b"\r\nContent-Length: "
+        + str(declared_length).encode()
+        + b"\r\n\r\n{"
+    )
     return sock
 
 
@@ -41,9 +47,7 @@ def test_a_body_that_stops_arriving_gets_a_json_408_and_frees_its_connection(sta
     assert "408 POST /v1/chat" in server.output()
 
 
-def test_one_client_cannot_hold_more_than_its_share_of_connections_and_health_keeps_answering(
-    start_gunicorn, upstream
-):
+def test_one_client_cannot_hold_more_than_its_share_of_connections_and_health_keeps_answering(start_gunicorn, upstream):
     server = start_gunicorn(WEB_CONCURRENCY="1", CLIENT_MAX_OPEN_REQUESTS="5", REQUEST_BODY_TIMEOUT_SECONDS="30")
     held = [start_body(server) for _ in range(5)]
     refused = [start_body(server) for _ in range(3)]
@@ -58,6 +62,10 @@ def test_one_client_cannot_hold_more_than_its_share_of_connections_and_health_ke
         assert status == 200 and body["message"] == "Hello from the fake model."
         sock.close()
     # Closed requests free their places.
-    again = requests.post(server.url + "/v1/chat", json={"sessionId": "s", "message": "hi"},
-                          headers={"X-Widget-Api-Key": WIDGET_KEY}, timeout=10)
+    again = requests.post(
+        server.url + "/v1/chat",
+        json={"sessionId": "s", "message": "hi"},
+        headers={"X-Widget-Api-Key": WIDGET_KEY},
+        timeout=10,
+    )
     assert again.status_code == 200

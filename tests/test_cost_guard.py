@@ -1,10 +1,11 @@
 """Bounds on what the public widget key can cost: per session, per day, per turn."""
+
 from __future__ import annotations
 
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import redis.client
@@ -18,7 +19,7 @@ BUDGET_EXHAUSTED = {"error": "Daily budget exhausted"}
 
 
 def at(iso: str) -> float:
-    return datetime.fromisoformat(iso).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp()
 
 
 def test_session_quota_answers_429_with_retry_after_before_the_model(make_app, upstream):
@@ -44,7 +45,9 @@ def test_requests_without_the_key_or_with_a_bad_body_spend_no_quota_or_budget(ma
     client = make_app(SESSION_MAX_MESSAGES="2", DAILY_MAX_REQUESTS="2").test_client()
     for _ in range(5):
         assert post_chat(client, key="not-the-key-but-long-enough").status_code == 401
-        assert client.post("/v1/chat", json={"sessionId": "s-1", "message": ""}, headers=chat_headers()).status_code == 400
+        assert (
+            client.post("/v1/chat", json={"sessionId": "s-1", "message": ""}, headers=chat_headers()).status_code == 400
+        )
     assert [post_chat(client).status_code for _ in range(2)] == [200, 200]
 
 
@@ -99,8 +102,9 @@ def test_daily_token_budget_estimates_tokens_when_the_upstream_reports_none(make
 def test_interrupted_replies_are_counted_too(app, upstream, redis_client):
     upstream.reply = " ".join(["word"] * 100)
     upstream.token_delay = 0.01
-    response = app.test_client().post("/v1/chat/stream", json={"sessionId": "s", "message": "hi"},
-                                      headers=chat_headers(), buffered=False)
+    response = app.test_client().post(
+        "/v1/chat/stream", json={"sessionId": "s", "message": "hi"}, headers=chat_headers(), buffered=False
+    )
     chunks = iter(response.response)
     for _ in range(4):
         next(chunks)
@@ -168,18 +172,25 @@ def test_a_turn_costs_three_redis_round_trips_of_nine_commands_once_the_session_
     assert pipelined == [2, 3, 4]
 
 
-@pytest.mark.parametrize("limit, env", [
-    ("session", {"SESSION_MAX_MESSAGES": "7"}),
-    ("daily requests", {"DAILY_MAX_REQUESTS": "7"}),
-])
+@pytest.mark.parametrize(
+    "limit, env",
+    [
+        ("session", {"SESSION_MAX_MESSAGES": "7"}),
+        ("daily requests", {"DAILY_MAX_REQUESTS": "7"}),
+    ],
+)
 def test_limits_are_exact_across_gunicorn_workers(start_gunicorn, upstream, limit, env):
     server = start_gunicorn(WEB_CONCURRENCY="3", **env)
 
     def one(i):
         with requests.Session() as session:  # a fresh connection each, spread over the workers
             session_id = "shared" if limit == "session" else f"visitor-{i}"
-            return session.post(server.url + "/v1/chat", json={"sessionId": session_id, "message": "hi"},
-                                headers={"X-Api-Key": WIDGET_KEY}, timeout=30).status_code
+            return session.post(
+                server.url + "/v1/chat",
+                json={"sessionId": session_id, "message": "hi"},
+                headers={"X-Api-Key": WIDGET_KEY},
+                timeout=30,
+            ).status_code
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         statuses = list(pool.map(one, range(24)))
@@ -193,8 +204,12 @@ def test_spent_token_budget_never_reaches_the_model_from_any_worker(start_gunico
 
     def one(i):
         with requests.Session() as session:
-            return session.post(server.url + "/v1/chat", json={"sessionId": f"v{i}", "message": "hi"},
-                                headers={"X-Api-Key": WIDGET_KEY}, timeout=30)
+            return session.post(
+                server.url + "/v1/chat",
+                json={"sessionId": f"v{i}", "message": "hi"},
+                headers={"X-Api-Key": WIDGET_KEY},
+                timeout=30,
+            )
 
     assert [one(i).status_code for i in range(3)] == [200, 200, 200]
     refusals = [one(i) for i in range(3, 12)]
@@ -203,12 +218,14 @@ def test_spent_token_budget_never_reaches_the_model_from_any_worker(start_gunico
     assert len(upstream.requests) == 3
 
 
-def test_simultaneous_turns_cannot_overrun_the_token_budget_by_more_than_one_reservation(start_gunicorn, upstream,
-                                                                                          redis_client):
+def test_simultaneous_turns_cannot_overrun_the_token_budget_by_more_than_one_reservation(
+    start_gunicorn, upstream, redis_client
+):
     """Each admitted turn reserves MAX_OUTPUT_TOKENS of the budget at admission (before, 100
     simultaneous turns against DAILY_MAX_TOKENS=20 admitted 63 and spent 378 tokens)."""
-    server = start_gunicorn(WEB_CONCURRENCY="3", DAILY_MAX_TOKENS="20", MAX_OUTPUT_TOKENS="6",
-                            RATE_LIMIT_MAX_REQUESTS="1000")
+    server = start_gunicorn(
+        WEB_CONCURRENCY="3", DAILY_MAX_TOKENS="20", MAX_OUTPUT_TOKENS="6", RATE_LIMIT_MAX_REQUESTS="1000"
+    )
     upstream.reply = "a b c d e f"  # 6 tokens, as reported by the upstream
     upstream.token_delay = 0.05  # every turn is still in flight when the others are admitted
     start = threading.Barrier(100)
@@ -216,8 +233,12 @@ def test_simultaneous_turns_cannot_overrun_the_token_budget_by_more_than_one_res
     def one(i):
         start.wait()
         with requests.Session() as session:
-            return session.post(server.url + "/v1/chat", json={"sessionId": f"rush-{i}", "message": "hi"},
-                                headers={"X-Api-Key": WIDGET_KEY}, timeout=60).status_code
+            return session.post(
+                server.url + "/v1/chat",
+                json={"sessionId": f"rush-{i}", "message": "hi"},
+                headers={"X-Api-Key": WIDGET_KEY},
+                timeout=60,
+            ).status_code
 
     with ThreadPoolExecutor(max_workers=100) as pool:
         statuses = list(pool.map(one, range(100)))
@@ -231,8 +252,11 @@ def test_a_turn_that_fails_gives_its_reservation_back(make_app, upstream, redis_
     day = services.of(app).store.clock.utc_day()[0]
     upstream.fault, upstream.status = "status", 500
     assert post_chat(app.test_client()).status_code == 502
-    streamed = app.test_client().post("/v1/chat/stream", json={"sessionId": "s2", "message": "hi"},
-                                      headers=chat_headers()).get_data(as_text=True)
+    streamed = (
+        app.test_client()
+        .post("/v1/chat/stream", json={"sessionId": "s2", "message": "hi"}, headers=chat_headers())
+        .get_data(as_text=True)
+    )
     assert '"type": "error"' in streamed
     assert redis_client.get(f"ocw:{{admission}}:tokens:{day}") == "0"
     upstream.fault = None

@@ -3,6 +3,7 @@ CSRF, the sign-in rate limit, the pages, escaping, headers and error pages.
 
 The browser flows (real Chromium against gunicorn) are in test_dashboard_browser.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ from http.cookies import SimpleCookie
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-import services
 import dashboard
-from tests.support import ADMIN_KEY, ADMIN_KEY_2, SECRET_KEY, WIDGET_KEY
+import services
+from tests.support import ADMIN_KEY, ADMIN_KEY_2, SECRET_KEY, WIDGET_KEY, found
 from tests.test_admin import add_conversation
 
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
@@ -26,7 +27,7 @@ CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 def form_token(client) -> str:
     """The CSRF token of the page the client gets at /admin (sign-in form or, signed in, the nav)."""
     response = client.get("/admin", follow_redirects=True)
-    return CSRF_FIELD.search(response.get_data(as_text=True)).group(1)
+    return found(CSRF_FIELD.search(response.get_data(as_text=True)), 1)
 
 
 def sign_in(client, key=ADMIN_KEY, **kwargs):
@@ -58,6 +59,7 @@ def page_text(response) -> str:
 
 
 # ---- sign-in -------------------------------------------------------------------------------
+
 
 def test_admin_is_a_sign_in_form_with_a_csrf_token(client):
     response = client.get("/admin")
@@ -117,8 +119,9 @@ def test_sign_in_without_the_forms_token_is_refused(client):
 
 def test_sign_in_from_another_origin_is_refused(client):
     token = form_token(client)
-    response = client.post("/admin/login", data={"csrf": token, "admin_key": ADMIN_KEY},
-                           headers={"Origin": "https://evil.example"})
+    response = client.post(
+        "/admin/login", data={"csrf": token, "admin_key": ADMIN_KEY}, headers={"Origin": "https://evil.example"}
+    )
     assert response.status_code == 403 and session_cookie(client) is None
 
 
@@ -131,6 +134,7 @@ def test_keys_never_reach_the_log(client, caplog):
 
 
 # ---- rate limit ----------------------------------------------------------------------------
+
 
 def test_failed_sign_ins_are_limited_per_ip_even_for_the_right_key(app, redis_client):
     client = app.test_client()
@@ -150,11 +154,16 @@ def test_simultaneous_wrong_sign_ins_get_exactly_the_allowed_tries_checked(app):
     def attempt(_):
         client = app.test_client()
         token = form_token(client)
-        return client.post("/admin/login", data={"csrf": token, "admin_key": "wrong-admin-key-0123456789abcd"}).status_code
+        return client.post(
+            "/admin/login", data={"csrf": token, "admin_key": "wrong-admin-key-0123456789abcd"}
+        ).status_code
 
     with ThreadPoolExecutor(max_workers=40) as pool:
         statuses = list(pool.map(attempt, range(200)))
-    assert statuses.count(401) == dashboard.LOGIN_MAX_FAILURES and statuses.count(429) == 200 - dashboard.LOGIN_MAX_FAILURES
+    assert (
+        statuses.count(401) == dashboard.LOGIN_MAX_FAILURES
+        and statuses.count(429) == 200 - dashboard.LOGIN_MAX_FAILURES
+    )
 
 
 def test_others_failures_from_the_admins_address_do_not_lock_out_a_browser_that_signed_in_before(app):
@@ -193,6 +202,7 @@ def test_failed_sign_ins_count_as_401s_in_the_stats(app):
 
 # ---- the session's end ---------------------------------------------------------------------
 
+
 def forge(payload, secret=SECRET_KEY, age_seconds=0):
     """A cookie value signed like the dashboard's, with any secret and any age."""
 
@@ -200,7 +210,9 @@ def forge(payload, secret=SECRET_KEY, age_seconds=0):
         def get_timestamp(self):
             return int(time.time()) - age_seconds
 
-    return URLSafeTimedSerializer(secret, salt="ocw-dashboard-session", signer=Dated, signer_kwargs=dashboard.SIGNER).dumps(payload)
+    return URLSafeTimedSerializer(
+        secret, salt="ocw-dashboard-session", signer=Dated, signer_kwargs=dashboard.SIGNER
+    ).dumps(payload)
 
 
 def refused(client) -> bool:
@@ -273,6 +285,7 @@ def test_other_sessions_stay_open_when_one_signs_out(app):
 
 # ---- CSRF ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("data", [{}, {"csrf": ""}, {"csrf": "guessed-token"}])
 def test_a_post_without_the_sessions_csrf_token_is_refused(app, data):
     conversation_id = add_conversation(app, "kept")
@@ -293,11 +306,17 @@ def test_another_sessions_csrf_token_is_refused(app):
 
 # ---- pages ---------------------------------------------------------------------------------
 
+
 def test_pages_need_a_session(app):
     conversation_id = add_conversation(app, "private")
     client = app.test_client()
-    for path in ("/admin/conversations", f"/admin/conversations/{conversation_id}", "/admin/stats", "/admin/export",
-                 f"/admin/conversations/{conversation_id}/delete"):
+    for path in (
+        "/admin/conversations",
+        f"/admin/conversations/{conversation_id}",
+        "/admin/stats",
+        "/admin/export",
+        f"/admin/conversations/{conversation_id}/delete",
+    ):
         response = client.get(path)
         assert response.status_code == 303 and response.headers["Location"] == "/admin", path
     assert client.post(f"/admin/conversations/{conversation_id}/delete").status_code == 303
@@ -312,7 +331,7 @@ def test_the_list_is_newest_first_with_session_last_message_count_and_time(app):
     html = page_text(signed_in(app).get("/admin/conversations"))
     assert html.index("newer-session") < html.index("older-session")
     assert "an answer" in html and "first question" in html and "2 conversations" in html
-    row = html[html.index("newer-session"):html.index("older-session")]
+    row = html[html.index("newer-session") : html.index("older-session")]
     assert '<td class="num">2</td>' in row and re.search(r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ">', row)
 
 
@@ -323,7 +342,7 @@ def test_the_list_pages_with_a_cursor(app):
     client = signed_in(app)
     first = page_text(client.get("/admin/conversations"))
     assert first.count('href="/admin/conversations/') == dashboard.PAGE_SIZE
-    next_link = re.search(r'href="(/admin/conversations\?cursor=[^"]+)" rel="next"', first).group(1)
+    next_link = found(re.search(r'href="(/admin/conversations\?cursor=[^"]+)" rel="next"', first), 1)
     second = page_text(client.get(next_link.replace("&amp;", "&")))
     assert second.count('href="/admin/conversations/') == 1 and 'rel="next"' not in second
     last_id = store.conversations.page(dashboard.PAGE_SIZE + 1).conversations[-1]["_id"]
@@ -339,11 +358,14 @@ def test_search_by_session_id_finds_its_conversation(app):
     assert "No conversation" in page_text(client.get("/admin/conversations", query_string={"session": "nobody"}))
 
 
-@pytest.mark.parametrize("query, message", [
-    ({"session": "not a session id"}, "A session id must be"),
-    ({"session": "x" * 129}, "A session id must be"),
-    ({"cursor": "garbage"}, "That page link is not valid"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ({"session": "not a session id"}, "A session id must be"),
+        ({"session": "x" * 129}, "A session id must be"),
+        ({"cursor": "garbage"}, "That page link is not valid"),
+    ],
+)
 def test_bad_search_or_cursor_is_a_400_page(app, query, message):
     response = signed_in(app).get("/admin/conversations", query_string=query)
     assert response.status_code == 400 and message in page_text(response)
@@ -353,7 +375,9 @@ def test_the_thread_shows_a_reply_the_model_cut_short(app):
     store = services.of(app).store
     conversation_id = store.conversations.id_for_session("cut-session")
     store.conversations.append_message(conversation_id, "cut-session", "user", "Explain everything")
-    store.conversations.append_message(conversation_id, "cut-session", "assistant", "First, the", finish_reason="length")
+    store.conversations.append_message(
+        conversation_id, "cut-session", "assistant", "First, the", finish_reason="length"
+    )
     html = signed_in(app).get(f"/admin/conversations/{conversation_id}").get_data(as_text=True)
     assert ">cut short: length</span>" in html
 
@@ -361,7 +385,9 @@ def test_the_thread_shows_a_reply_the_model_cut_short(app):
 def test_the_thread_shows_roles_times_and_interrupted_replies(app):
     store = services.of(app).store
     conversation_id = add_conversation(app, "thread-session", "Where is my order?")
-    store.conversations.append_message(conversation_id, "thread-session", "assistant", "It left the warehouse", interrupted=True)
+    store.conversations.append_message(
+        conversation_id, "thread-session", "assistant", "It left the warehouse", interrupted=True
+    )
     html = page_text(signed_in(app).get(f"/admin/conversations/{conversation_id}"))
     assert html.index("Where is my order?") < html.index("It left the warehouse")
     assert "Visitor" in html and "Assistant" in html
@@ -381,7 +407,11 @@ def test_stored_markup_is_shown_as_text(app):
 
 def test_unknown_conversation_is_a_404_page(app):
     client = signed_in(app)
-    for path in ("/admin/conversations/no-such-id", "/admin/conversations/no-such-id/delete", "/admin/conversations/%C3%A9"):
+    for path in (
+        "/admin/conversations/no-such-id",
+        "/admin/conversations/no-such-id/delete",
+        "/admin/conversations/%C3%A9",
+    ):
         response = client.get(path)
         assert response.status_code == 404 and response.mimetype == "text/html", path
     response = client.post("/admin/conversations/no-such-id/delete", data={"csrf": form_token(client)})
@@ -394,7 +424,7 @@ def test_delete_asks_first_then_removes_the_conversation(app):
     confirm = client.get(f"/admin/conversations/{conversation_id}/delete")
     assert confirm.status_code == 200 and "Delete this conversation?" in page_text(confirm)
     assert services.of(app).store.conversations.get(conversation_id) is not None  # asking deletes nothing
-    token = CSRF_FIELD.search(page_text(confirm)).group(1)
+    token = found(CSRF_FIELD.search(page_text(confirm)), 1)
     response = client.post(f"/admin/conversations/{conversation_id}/delete", data={"csrf": token})
     assert response.status_code == 303 and response.headers["Location"] == "/admin/conversations?deleted=1"
     assert services.of(app).store.conversations.get(conversation_id) is None
@@ -420,6 +450,7 @@ def test_stats_page_shows_the_totals_and_counters(app):
 
 
 # ---- headers and error pages ---------------------------------------------------------------
+
 
 def test_pages_carry_a_strict_csp_no_store_and_the_security_headers(app):
     client = signed_in(app)

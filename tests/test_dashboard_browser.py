@@ -3,6 +3,7 @@ started as the Procfile says, in production mode.
 
 Screenshots of the list and of a thread are saved under test-output/dashboard/.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +38,9 @@ def browser():
 @pytest.fixture
 def context(browser):
     # A time zone far from UTC, so the local-time rendering is visible.
-    context = browser.new_context(timezone_id="America/New_York", locale="en-US", viewport={"width": 1200, "height": 800})
+    context = browser.new_context(
+        timezone_id="America/New_York", locale="en-US", viewport={"width": 1200, "height": 800}
+    )
     yield context
     context.close()
 
@@ -50,8 +53,9 @@ def page(context):
 
 
 def chat(server, session, message):
-    response = requests.post(server.url + "/v1/chat", json={"sessionId": session, "message": message},
-                             headers=chat_headers(), timeout=10)
+    response = requests.post(
+        server.url + "/v1/chat", json={"sessionId": session, "message": message}, headers=chat_headers(), timeout=10
+    )
     assert response.status_code == 200, response.text
     return response.json()["conversationId"]
 
@@ -83,7 +87,9 @@ def test_sign_in_list_thread_delete_and_the_conversation_is_gone_then_sign_out(
     conversation_id = chat(server, "visitor-42", "Where is my order?")
     # A reply cut mid-stream, as the service stores it when the visitor leaves.
     store = storage.Storage(storage.connect(redis_server.url), "ocw")
-    store.conversations.append_message(conversation_id, "visitor-42", "assistant", "Let me check the tracking", interrupted=True)
+    store.conversations.append_message(
+        conversation_id, "visitor-42", "assistant", "Let me check the tracking", interrupted=True
+    )
 
     sign_in(page, server)
     assert page.url == server.url + "/admin/conversations"
@@ -182,4 +188,3 @@ def test_the_session_dies_when_its_key_is_rotated_out(start_gunicorn, page):
     assert on_sign_in_form(page) and page.url == after.url + "/admin"
     sign_in(page, after, key=ADMIN_KEY_2)
     assert page.url == after.url + "/admin/conversations"
-

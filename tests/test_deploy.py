@@ -1,5 +1,6 @@
 """Heroku one-click deploy: app.json, .python-version, and Redis over TLS with a self-signed
 certificate (as Heroku Redis serves it)."""
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,9 @@ def test_the_app_boots_with_exactly_the_environment_app_json_describes(redis_ser
         ready = requests.get(server.url + "/ready", timeout=10)
         assert ready.status_code == 200 and ready.json() == {"status": "ok"}
         assert ready.headers["Strict-Transport-Security"]  # APP_ENV=production
-        stats = requests.get(server.url + "/v1/admin/stats", headers={"Authorization": f"Bearer {env['ADMIN_API_KEY']}"},
-                             timeout=10)
+        stats = requests.get(
+            server.url + "/v1/admin/stats", headers={"Authorization": f"Bearer {env['ADMIN_API_KEY']}"}, timeout=10
+        )
         assert stats.status_code == 200  # the generated admin key is accepted
         assert env["WIDGET_API_KEY"] not in server.output() and env["ADMIN_API_KEY"] not in server.output()
     finally:
@@ -81,14 +83,20 @@ def test_the_app_boots_with_exactly_the_environment_app_json_describes(redis_ser
 
 # ---- Redis over TLS (REDIS_TLS_VERIFY) -----------------------------------------------------
 
-@pytest.mark.parametrize("url, verify, cert_checks_off", [
-    ("rediss://redis.example:6380/0", False, True),
-    ("rediss://redis.example:6380/0", True, False),
-    ("redis://redis.example:6379/0", False, False),
-    ("redis://redis.example:6379/0", True, False),
-])
+
+@pytest.mark.parametrize(
+    "url, verify, cert_checks_off",
+    [
+        ("rediss://redis.example:6380/0", False, True),
+        ("rediss://redis.example:6380/0", True, False),
+        ("redis://redis.example:6379/0", False, False),
+        ("redis://redis.example:6379/0", True, False),
+    ],
+)
 def test_certificate_checks_are_off_only_for_rediss_with_verify_false(url, verify, cert_checks_off):
-    pool = storage.connect(url, tls_verify=verify).connection_pool
+    client = storage.connect(url, tls_verify=verify)
+    assert isinstance(client, redis.Redis)
+    pool = client.connection_pool
     if cert_checks_off:
         assert pool.connection_kwargs["ssl_cert_reqs"] is None  # redis-py: no certificate check
     else:
@@ -147,8 +155,9 @@ def tls_redis(redis_server, redis_client):
 def test_rediss_with_a_self_signed_certificate_works_with_verify_false(make_app, tls_redis, upstream):
     client = make_app(REDIS_URL=tls_redis.url, REDIS_TLS_VERIFY="false").test_client()
     assert client.get("/ready").status_code == 200
-    chat = client.post("/v1/chat", json={"sessionId": "tls", "message": "hi"},
-                       headers={"X-Api-Key": "widget-key-0123456789abcdef"})
+    chat = client.post(
+        "/v1/chat", json={"sessionId": "tls", "message": "hi"}, headers={"X-Api-Key": "widget-key-0123456789abcdef"}
+    )
     assert chat.status_code == 200
 
 
@@ -159,6 +168,7 @@ def test_rediss_with_a_self_signed_certificate_is_refused_by_default(make_app, t
 
 
 # ---- what a deploy installs -----------------------------------------------------------------
+
 
 def normalized(name: str) -> str:
     """A distribution name as PyPI compares them (PEP 503)."""
@@ -176,10 +186,13 @@ def pinned(requirements: Path) -> dict[str, str]:
 
 
 def test_requirements_txt_pins_everything_a_deploy_installs_and_nothing_is_missing():
-    frozen = subprocess.run([RUNTIME_PYTHON, "-m", "pip", "freeze", "--all"], capture_output=True, text=True,
-                            check=True).stdout
-    installed = {normalized(name): version
-                 for name, version in (line.split("==") for line in frozen.splitlines() if "==" in line)}
+    frozen = subprocess.run(
+        [RUNTIME_PYTHON, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
+    ).stdout
+    installed = {
+        normalized(name): version
+        for name, version in (line.split("==") for line in frozen.splitlines() if "==" in line)
+    }
     installed.pop("pip")  # the virtualenv's own installer
     assert installed == pinned(ROOT / "requirements.txt")
     broken = subprocess.run([RUNTIME_PYTHON, "-m", "pip", "check"], capture_output=True, text=True)
@@ -202,8 +215,14 @@ def test_production_refuses_the_data_folder_of_a_running_development_server(star
     """The same checkout's default DATA_DIR: production would share the development server's
     conversations, then answer 503 for good when it stops."""
     data = tmp_path / "shared-data"
-    development = start_gunicorn(APP_ENV="development", REDIS_URL=None, DATA_DIR=str(data), OPENAI_API_KEY=None,
-                                 CORS_ORIGIN="*", WEB_CONCURRENCY="1")
+    development = start_gunicorn(
+        APP_ENV="development",
+        REDIS_URL=None,
+        DATA_DIR=str(data),
+        OPENAI_API_KEY=None,
+        CORS_ORIGIN="*",
+        WEB_CONCURRENCY="1",
+    )
     assert requests.get(development.url + "/ready", timeout=5).status_code == 200
     production = start_gunicorn(wait=False, REDIS_URL=None, DATA_DIR=str(data), WEB_CONCURRENCY="1")
     assert production.process.wait(timeout=30) == 1

@@ -4,6 +4,7 @@ Platforms send SIGTERM on every deploy and restart, then SIGKILL a fixed time la
 30 s). Streams that finish within SHUTDOWN_DRAIN_SECONDS finish; the others end with an `error`
 line whose code is "restarting", and their partial reply is stored as interrupted, tokens counted.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ import requests
 
 import drain
 from llm import ReplyStream
-from tests.support import WIDGET_KEY, wait_until
 from tests.integrity import stored_thread
+from tests.support import WIDGET_KEY, wait_until
 
 CHAT = {"X-Widget-Api-Key": WIDGET_KEY}
 
@@ -101,11 +102,17 @@ def test_the_widgets_retry_after_a_restart_stores_the_message_once_and_replaces_
     upstream.token_delay = 0
     second = start_gunicorn(WEB_CONCURRENCY="1")  # the new release
     response, events = open_stream(second, "come-back", "What are your opening hours?", retry=True)
-    assert list(events)[-1] == {"type": "done", "message": "echo: What are your opening hours?",
-                                "conversationId": redis_client.get("ocw:session:come-back")}
+    assert list(events)[-1] == {
+        "type": "done",
+        "message": "echo: What are your opening hours?",
+        "conversationId": redis_client.get("ocw:session:come-back"),
+    }
     _, messages = stored_thread(redis_client, "come-back")
     assert [(m["role"], bool(m.get("interrupted"))) for m in messages] == [
-        ("user", False), ("assistant", True), ("assistant", False)]
+        ("user", False),
+        ("assistant", True),
+        ("assistant", False),
+    ]
     # The model was asked the question once more, as the last message, without the cut reply.
     assert [m["role"] for m in upstream.requests[-1]["messages"]] == ["system", "user"]
 
@@ -119,6 +126,7 @@ def test_no_gunicorn_control_socket_is_shared_through_home(start_gunicorn, tmp_p
 
 
 # ---- the deadline, in one process ----------------------------------------------------------
+
 
 def slow_deltas(stop: threading.Event):
     yield "first"

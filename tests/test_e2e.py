@@ -1,4 +1,5 @@
 """End to end: `gunicorn wsgi:app` with the Procfile's settings, several workers, real sockets."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.support import ADMIN_KEY, WIDGET_KEY, wait_until
 from tests.fake_upstream import FakeUpstream
 from tests.integrity import assert_replies_answer_their_question, stored_thread
+from tests.support import ADMIN_KEY, WIDGET_KEY, wait_until
 
 CHAT = {"X-Widget-Api-Key": WIDGET_KEY}
 ADMIN = {"X-Admin-Api-Key": ADMIN_KEY}
@@ -70,8 +71,12 @@ def chat_statuses(urls, count, headers=CHAT, forwarded_for=lambda i: None) -> li
     def one(i):
         extra = {"X-Forwarded-For": forwarded_for(i)} if forwarded_for(i) else {}
         with requests.Session() as session:
-            return session.post(urls[i % len(urls)] + "/v1/chat", json={"sessionId": f"rl-{i}", "message": "hi"},
-                                headers={**headers, **extra}, timeout=30).status_code
+            return session.post(
+                urls[i % len(urls)] + "/v1/chat",
+                json={"sessionId": f"rl-{i}", "message": "hi"},
+                headers={**headers, **extra},
+                timeout=30,
+            ).status_code
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         return list(pool.map(one, range(count)))
@@ -152,8 +157,9 @@ def test_embedded_redis_is_shared_by_workers_and_survives_a_restart(start_gunico
 
     def chat(i):
         with requests.Session() as session:
-            return session.post(server.url + "/v1/chat", json={"sessionId": f"emb-{i}", "message": "hi"},
-                                headers=CHAT, timeout=30).status_code
+            return session.post(
+                server.url + "/v1/chat", json={"sessionId": f"emb-{i}", "message": "hi"}, headers=CHAT, timeout=30
+            ).status_code
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         assert list(pool.map(chat, range(12))) == [200] * 12
@@ -215,8 +221,9 @@ def test_50_simultaneous_first_messages_of_one_session_make_one_conversation_hol
     def first_message(i):
         start.wait()
         with requests.Session() as session:  # a connection of its own, so the 50 spread over the workers
-            response = session.post(server.url + "/v1/chat", json={"sessionId": "crowd", "message": f"m{i}"},
-                                    headers=CHAT, timeout=30)
+            response = session.post(
+                server.url + "/v1/chat", json={"sessionId": "crowd", "message": f"m{i}"}, headers=CHAT, timeout=30
+            )
         return response.status_code, response.json()["conversationId"]
 
     with ThreadPoolExecutor(max_workers=50) as pool:
@@ -229,28 +236,38 @@ def test_50_simultaneous_first_messages_of_one_session_make_one_conversation_hol
     # Simultaneous turns store user messages back to back; each prompt joins such a run into one
     # user message (chat templates need alternation), so each reply echoes its own message last.
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
-    assert sorted(reply.removeprefix("echo: ").split("\n\n")[-1] for reply in replies) == sorted(f"m{i}" for i in range(50))
+    assert sorted(reply.removeprefix("echo: ").split("\n\n")[-1] for reply in replies) == sorted(
+        f"m{i}" for i in range(50)
+    )
     assert redis_client.zcard("ocw:conversations") == 1
 
 
-def test_a_page_on_a_disallowed_origin_can_neither_read_replies_nor_spend_tokens(start_gunicorn, upstream, redis_client):
+def test_a_page_on_a_disallowed_origin_can_neither_read_replies_nor_spend_tokens(
+    start_gunicorn, upstream, redis_client
+):
     server = start_gunicorn(CORS_ORIGIN="https://allowed.example")
     foreign = {"Origin": "https://evil.example"}
     for path in ("/v1/chat", "/v1/chat/stream", "/chat"):
-        refused = requests.post(server.url + path, json={"sessionId": "cors", "message": "hi"},
-                                headers={**CHAT, **foreign}, timeout=10)
+        refused = requests.post(
+            server.url + path, json={"sessionId": "cors", "message": "hi"}, headers={**CHAT, **foreign}, timeout=10
+        )
         assert refused.status_code == 403 and refused.json() == {"error": "Origin not allowed"}
         assert "Access-Control-Allow-Origin" not in refused.headers
-        preflight = requests.options(server.url + path, headers={**foreign, "Access-Control-Request-Method": "POST"},
-                                     timeout=10)
+        preflight = requests.options(
+            server.url + path, headers={**foreign, "Access-Control-Request-Method": "POST"}, timeout=10
+        )
         assert "Access-Control-Allow-Origin" not in preflight.headers
     listing = requests.get(server.url + "/v1/admin/conversations", headers={**ADMIN, **foreign}, timeout=10)
     assert "Access-Control-Allow-Origin" not in listing.headers  # the browser keeps the answer from the page
     assert upstream.requests == []
     # Only admission counters (the IP window, the refused-origin count) may have been written.
     assert [key for key in redis_client.keys("*") if "{admission}" not in key] == []
-    allowed = requests.post(server.url + "/v1/chat", json={"sessionId": "cors", "message": "hi"},
-                            headers={**CHAT, "Origin": "https://allowed.example"}, timeout=10)
+    allowed = requests.post(
+        server.url + "/v1/chat",
+        json={"sessionId": "cors", "message": "hi"},
+        headers={**CHAT, "Origin": "https://allowed.example"},
+        timeout=10,
+    )
     assert allowed.status_code == 200
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://allowed.example"
 
@@ -279,7 +296,6 @@ def test_a_burst_of_simultaneous_streams_on_one_worker_all_succeed(start_gunicor
 
     results = asyncio.run(burst(600))
     assert Counter(results) == Counter({(200, "done", None): 600})
-
 
 
 def test_a_burst_of_new_streams_loses_none_to_an_upstream_whose_accept_queue_overflows(start_gunicorn):
@@ -325,9 +341,15 @@ def test_a_visitor_who_leaves_while_the_model_is_silent_is_noticed_within_one_he
     upstream.token_delay = 20  # the model thinks for a long time before its first token
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         body = json.dumps({"sessionId": "leaver", "message": "hi"}).encode()
-        sock.sendall(b"POST /v1/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"X-Widget-Api-Key: " + WIDGET_KEY.encode() + b"\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        sock.sendall(
+            b"POST /v1/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Widget-Api-Key: "
+            + WIDGET_KEY.encode()
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         received = b""
         while b'"type": "start"' not in received:  # the stream is under way
             received += sock.recv(4096)

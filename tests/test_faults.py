@@ -4,6 +4,7 @@ under load and restarted, a misbehaving model upstream, clients that leave mid-s
 Each test prints what it measured (run with `-rP` to see it); docs/RELIABILITY.md records the
 figures. Assertions are about facts, not durations, so a slow machine cannot fail them.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 
 import requests
 
-from tests.support import WIDGET_KEY, RedisServer, rss_kib, tcp_connections, wait_until
 from tests.integrity import assert_replies_answer_their_question, stored_thread
+from tests.support import WIDGET_KEY, RedisServer, rss_kib, tcp_connections, wait_until
 
 CHAT = {"X-Widget-Api-Key": WIDGET_KEY}
 UNAVAILABLE = {"error": "Storage unavailable"}
@@ -97,7 +98,9 @@ class ChatLoad:
         return sum(1 for t in self.turns if t.outcome == outcome and t.started > after)
 
 
-def test_redis_outage_answers_json_503_then_recovers_and_loses_no_acknowledged_reply(start_gunicorn, upstream, tmp_path):
+def test_redis_outage_answers_json_503_then_recovers_and_loses_no_acknowledged_reply(
+    start_gunicorn, upstream, tmp_path
+):
     (tmp_path / "aof").mkdir()
     redis_server = RedisServer(tmp_path / "aof", "--appendonly", "yes", "--appendfsync", "always")
     upstream.echo = True
@@ -118,7 +121,9 @@ def test_redis_outage_answers_json_503_then_recovers_and_loses_no_acknowledged_r
         broken = [t for t in load.turns if t.outcome.startswith("broken")]
         assert broken == [], broken[:5]
         during = [t for t in load.turns if killed < t.started and t.ended < restarting]
-        assert during and {t.outcome for t in during} == {"unavailable"}, [t for t in during if t.outcome != "unavailable"]
+        assert during and {t.outcome for t in during} == {"unavailable"}, [
+            t for t in during if t.outcome != "unavailable"
+        ]
         after = [t for t in load.turns if t.started > back]
         assert [t for t in after if t.outcome != "reply"] == [], "requests failed after Redis was back"
         assert server.worker_pids() == workers, "a worker was lost"
@@ -168,7 +173,8 @@ def test_frozen_redis_answers_json_503_within_the_socket_timeout_and_thaws_witho
 
 
 # (name, fake upstream settings, what /v1/chat answers, what the stream's last line is)
-UPSTREAM_FAULTS = [
+# (name, test upstream attributes, /v1/chat status, last stream line type)
+UPSTREAM_FAULTS: list[tuple[str, dict, int, str]] = [
     ("HTTP 500", {"fault": "status", "status": 500}, 502, "error"),
     ("HTTP 429", {"fault": "status", "status": 429}, 503, "error"),
     ("hang before answering", {"fault": "hang"}, 504, "error"),
@@ -196,21 +202,28 @@ def test_every_upstream_fault_ends_in_a_well_formed_answer_and_keeps_the_user_me
 
         session = "fault-" + name.replace(" ", "-").replace("[", "").replace("]", "")
         started = time.monotonic()
-        answer = requests.post(server.url + "/v1/chat", json={"sessionId": session, "message": f"{name} (json)"},
-                               headers=CHAT, timeout=30)
+        answer = requests.post(
+            server.url + "/v1/chat", json={"sessionId": session, "message": f"{name} (json)"}, headers=CHAT, timeout=30
+        )
         answered = time.monotonic()
         assert answer.status_code == chat_status, name
         if chat_status != 200:
             assert set(answer.json()) == {"error"} and answer.json()["error"], name
 
-        streamed = requests.post(server.url + "/v1/chat/stream", json={"sessionId": session, "message": f"{name} (stream)"},
-                                 headers=CHAT, timeout=30)
+        streamed = requests.post(
+            server.url + "/v1/chat/stream",
+            json={"sessionId": session, "message": f"{name} (stream)"},
+            headers=CHAT,
+            timeout=30,
+        )
         assert streamed.status_code == 200, name
         events = [json.loads(line) for line in streamed.text.splitlines()]
         assert events[0]["type"] == "start" and events[-1]["type"] == last_line, (name, events)
         assert all(e["type"] in ("token", "ping") for e in events[1:-1]), (name, events)
-        figures.append(f"{name}: {chat_status} in {answered - started:.2f}s, stream {last_line} "
-                       f"in {time.monotonic() - answered:.2f}s")
+        figures.append(
+            f"{name}: {chat_status} in {answered - started:.2f}s, stream {last_line} "
+            f"in {time.monotonic() - answered:.2f}s"
+        )
 
         _, messages = stored_thread(redis_client, session)
         users = [m["content"] for m in messages if m["role"] == "user"]
@@ -253,10 +266,14 @@ def test_200_clients_leaving_mid_stream_close_upstream_and_leave_memory_and_sock
     def run_round(number: int):
         sessions = [f"leaver-{number}-{i}" for i in range(per_round)]
         with ThreadPoolExecutor(max_workers=per_round) as pool:
-            closed.update(zip(sessions, pool.map(lambda s: leave_mid_stream(server.url, s), sessions)))
-        assert wait_until(lambda: {m for _, m in upstream.hangups} >= set(sessions), timeout=10), "upstream kept streaming"
+            closed.update(zip(sessions, pool.map(lambda s: leave_mid_stream(server.url, s), sessions), strict=True))
+        assert wait_until(lambda: {m for _, m in upstream.hangups} >= set(sessions), timeout=10), (
+            "upstream kept streaming"
+        )
         for session in sessions:
-            assert wait_until(lambda: len(stored_thread(redis_client, session)[1]) == 2, timeout=10), session
+            assert wait_until(lambda session=session: len(stored_thread(redis_client, session)[1]) == 2, timeout=10), (
+                session
+            )
 
     def footprint():
         """Per worker: resident KiB, and its TCP connections to clients, to the upstream, to Redis."""

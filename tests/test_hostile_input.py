@@ -6,6 +6,7 @@ Requests that break HTTP itself (oversized or malformed request lines and header
 by gunicorn's parser before the app sees them; they too are answered with a JSON error (written
 by gunicorn.conf.py's hook), like everything that reaches the app.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -60,7 +61,7 @@ def assert_unharmed(server, redis_client, upstream):
 
 
 def chunked(body: bytes, piece=65536) -> bytes:
-    pieces = [body[i:i + piece] for i in range(0, len(body), piece)]
+    pieces = [body[i : i + piece] for i in range(0, len(body), piece)]
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
 
@@ -87,7 +88,10 @@ CHAT_BODIES = {
     "a JSON array": (b'["s", "hi"]', 400),
     "a JSON string": (b'"hello"', 400),
     "a body over 2 MB": (b'{"sessionId": "s", "message": "' + b"x" * (2 * 1024 * 1024) + b'"}', 413),
-    "a body just over the chat cap of 64 kB": (b'{"sessionId": "s", "message": "hi", "pad": "' + b"x" * 65536 + b'"}', 413),
+    "a body just over the chat cap of 64 kB": (
+        b'{"sessionId": "s", "message": "hi", "pad": "' + b"x" * 65536 + b'"}',
+        413,
+    ),
 }
 CONTENT_TYPES = {
     "text/plain": b"hello there",
@@ -106,7 +110,10 @@ BROKEN_HTTP = {
     "bytes that are not UTF-8 in the request line": (raw_request(b"GET", b"/\xff\xfe"), 400),
     "bytes that are not UTF-8 in the method": (raw_request(b"G\xffT", b"/health"), 400),
     "a negative Content-Length": (raw_request(headers=[b"Content-Length: -1"], body=b"{}", length=False), 400),
-    "two Content-Lengths": (raw_request(headers=[b"Content-Length: 2", b"Content-Length: 3"], body=b"{}", length=False), 400),
+    "two Content-Lengths": (
+        raw_request(headers=[b"Content-Length: 2", b"Content-Length: 3"], body=b"{}", length=False),
+        400,
+    ),
     "an HTTP/0.9 request": (b"GET /health\r\n\r\n", 400),
     "a TLS handshake instead of HTTP": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64, None),
 }
@@ -115,8 +122,18 @@ KEY_HEADERS = {
     "an 8 KB bearer token": [b"Authorization: Bearer " + b"k" * 8000],
     "a bearer scheme and no token": [b"Authorization: Bearer"],
 }
-ROUTES = ["/health", "/ready", "/v1/openapi.json", "/widget/chat-widget.js", "/v1/chat", "/v1/chat/stream", "/chat",
-          "/v1/admin/conversations", "/v1/admin/conversations/0123456789abcdef0123456789abcdef", "/no/such/route"]
+ROUTES = [
+    "/health",
+    "/ready",
+    "/v1/openapi.json",
+    "/widget/chat-widget.js",
+    "/v1/chat",
+    "/v1/chat/stream",
+    "/chat",
+    "/v1/admin/conversations",
+    "/v1/admin/conversations/0123456789abcdef0123456789abcdef",
+    "/no/such/route",
+]
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "FOO"]
 
 
@@ -130,12 +147,21 @@ def test_hostile_chat_body_is_refused_with_a_json_4xx(server, redis_client, upst
     assert_unharmed(server, redis_client, upstream)
 
 
-@pytest.mark.parametrize("body, expected", [
-    (chunked(b'{"sessionId": "s", "message": "' + b"x" * (3 * 1024 * 1024) + b'"}'), 413),
-    (chunked(b'{"sessionId": "s", "message": "hi", "pad": "' + b"x" * 70000 + b'"}'), 413),
-    (b"zz\r\n{}\r\n0\r\n\r\n", 400),  # a chunk size that is not hex
-    (b"2\r\n{}", 400),  # ends before the last chunk
-], ids=["chunked body over 2 MB", "chunked body over the 64 kB chat cap", "malformed chunk size", "missing last chunk"])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (chunked(b'{"sessionId": "s", "message": "' + b"x" * (3 * 1024 * 1024) + b'"}'), 413),
+        (chunked(b'{"sessionId": "s", "message": "hi", "pad": "' + b"x" * 70000 + b'"}'), 413),
+        (b"zz\r\n{}\r\n0\r\n\r\n", 400),  # a chunk size that is not hex
+        (b"2\r\n{}", 400),  # ends before the last chunk
+    ],
+    ids=[
+        "chunked body over 2 MB",
+        "chunked body over the 64 kB chat cap",
+        "malformed chunk size",
+        "missing last chunk",
+    ],
+)
 def test_chunked_body_that_is_too_big_or_broken_is_a_json_4xx(server, redis_client, upstream, body, expected):
     raw = raw_request(headers=[b"Transfer-Encoding: chunked"], body=body, length=False)
     status, content_type, answer = exchange(server, raw)
@@ -167,8 +193,17 @@ def test_broken_http_is_refused_with_a_json_error_before_the_app(server, redis_c
 
 @pytest.mark.parametrize("case", KEY_HEADERS)
 def test_hostile_key_headers_are_a_json_401(server, redis_client, upstream, case):
-    raw = b"\r\n".join([b"POST /v1/chat HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close", *KEY_HEADERS[case],
-                        b"Content-Length: 36", b"", b'{"sessionId": "s", "message": "hi"}'])
+    raw = b"\r\n".join(
+        [
+            b"POST /v1/chat HTTP/1.1",
+            b"Host: 127.0.0.1",
+            b"Connection: close",
+            *KEY_HEADERS[case],
+            b"Content-Length: 36",
+            b"",
+            b'{"sessionId": "s", "message": "hi"}',
+        ]
+    )
     status, content_type, answer = exchange(server, raw)
     assert (status, json.loads(answer)) == (401, {"error": "Unauthorized"})
     assert_unharmed(server, redis_client, upstream)

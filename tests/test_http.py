@@ -1,5 +1,6 @@
 """Cross-cutting HTTP behaviour: CORS, security headers, JSON errors, health, readiness, and the
 public pages (widget script, home page)."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,13 +16,22 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type, x-widget-api-key"}
+PREFLIGHT = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "content-type, x-widget-api-key",
+}
 
 
-@pytest.mark.parametrize("method, path", [
-    ("POST", "/v1/chat"), ("POST", "/v1/chat/stream"), ("POST", "/chat"), ("GET", "/v1/chat/history"),
-    ("GET", "/v1/admin/conversations"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/v1/chat"),
+        ("POST", "/v1/chat/stream"),
+        ("POST", "/chat"),
+        ("GET", "/v1/chat/history"),
+        ("GET", "/v1/admin/conversations"),
+    ],
+)
 def test_preflight_needs_no_key_and_allows_the_configured_origin(client, method, path):
     preflight = {**PREFLIGHT, "Access-Control-Request-Method": method}
     response = client.options(path, headers={"Origin": ALLOWED, **preflight})
@@ -97,11 +107,21 @@ def test_several_origins_are_each_allowed(make_app):
     client = make_app(CORS_ORIGIN=f"{ALLOWED}, https://second.example").test_client()
     for origin in (ALLOWED, "https://second.example"):
         assert client.post("/v1/chat", json=BODY, headers=chat_headers(Origin=origin)).status_code == 200
-    assert client.post("/v1/chat", json=BODY, headers=chat_headers(Origin="https://allowed.example.evil")).status_code == 403
+    assert (
+        client.post("/v1/chat", json=BODY, headers=chat_headers(Origin="https://allowed.example.evil")).status_code
+        == 403
+    )
 
 
-@pytest.mark.parametrize("configured", ["https://Shop.Example.com", "https://shop.example.com:443",
-                                        "https://shop.example.com/", "HTTPS://SHOP.EXAMPLE.COM"])
+@pytest.mark.parametrize(
+    "configured",
+    [
+        "https://Shop.Example.com",
+        "https://shop.example.com:443",
+        "https://shop.example.com/",
+        "HTTPS://SHOP.EXAMPLE.COM",
+    ],
+)
 def test_a_configured_origin_matches_what_browsers_send_whatever_its_spelling(make_app, configured):
     client = make_app(CORS_ORIGIN=configured).test_client()
     response = client.post("/v1/chat", json=BODY, headers=chat_headers(Origin="https://shop.example.com"))
@@ -109,18 +129,21 @@ def test_a_configured_origin_matches_what_browsers_send_whatever_its_spelling(ma
     assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
 
 
-@pytest.mark.parametrize("origin, allowed", [
-    ("https://shop.example.com", True),
-    ("https://a.b.example.com", True),
-    ("https://example.com", False),  # the bare suffix is not a subdomain
-    ("https://evil-example.com", False),  # a look-alike
-    ("https://example.com.evil.com", False),
-    ("https://shopexample.com", False),
-    ("http://shop.example.com", False),  # another scheme
-    ("https://shop.example.com:8443", False),  # another port
-    ("https://.example.com", False),
-    ("null", False),
-])
+@pytest.mark.parametrize(
+    "origin, allowed",
+    [
+        ("https://shop.example.com", True),
+        ("https://a.b.example.com", True),
+        ("https://example.com", False),  # the bare suffix is not a subdomain
+        ("https://evil-example.com", False),  # a look-alike
+        ("https://example.com.evil.com", False),
+        ("https://shopexample.com", False),
+        ("http://shop.example.com", False),  # another scheme
+        ("https://shop.example.com:8443", False),  # another port
+        ("https://.example.com", False),
+        ("null", False),
+    ],
+)
 def test_a_subdomain_wildcard_allows_subdomains_only_never_the_suffix_or_a_look_alike(make_app, origin, allowed):
     client = make_app(CORS_ORIGIN="https://*.example.com").test_client()
     response = client.post("/v1/chat", json=BODY, headers=chat_headers(Origin=origin))
@@ -128,14 +151,17 @@ def test_a_subdomain_wildcard_allows_subdomains_only_never_the_suffix_or_a_look_
     assert (response.headers.get("Access-Control-Allow-Origin") == origin) is allowed
 
 
-@pytest.mark.parametrize("method, path, headers", [
-    ("GET", "/health", {}),
-    ("GET", "/nope", {}),
-    ("POST", "/v1/chat", {}),
-    ("POST", "/v1/chat", {"X-Api-Key": "widget-key-0123456789abcdef"}),
-    ("GET", "/v1/admin/conversations", {"X-Admin-Api-Key": ADMIN_KEY}),
-    ("OPTIONS", "/v1/chat", {"Origin": ALLOWED}),
-])
+@pytest.mark.parametrize(
+    "method, path, headers",
+    [
+        ("GET", "/health", {}),
+        ("GET", "/nope", {}),
+        ("POST", "/v1/chat", {}),
+        ("POST", "/v1/chat", {"X-Api-Key": "widget-key-0123456789abcdef"}),
+        ("GET", "/v1/admin/conversations", {"X-Admin-Api-Key": ADMIN_KEY}),
+        ("OPTIONS", "/v1/chat", {"Origin": ALLOWED}),
+    ],
+)
 def test_every_response_carries_security_headers_and_hsts_in_production(client, method, path, headers):
     kwargs = {"json": BODY} if method == "POST" else {}
     response = client.open(path, method=method, headers=headers, **kwargs)
@@ -150,15 +176,18 @@ def test_no_hsts_in_development(make_app):
     assert response.headers["X-Frame-Options"] == "DENY"
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("GET", "/does-not-exist", 404),
-    ("POST", "/v1/nothing", 404),
-    ("GET", "/v1/chat", 405),
-    ("PUT", "/v1/chat/stream", 405),
-    ("DELETE", "/health", 405),
-    ("PATCH", "/v1/admin/conversations", 405),
-    ("GET", "/widget/chat-widget.js/../app.py", 404),
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/does-not-exist", 404),
+        ("POST", "/v1/nothing", 404),
+        ("GET", "/v1/chat", 405),
+        ("PUT", "/v1/chat/stream", 405),
+        ("DELETE", "/health", 405),
+        ("PATCH", "/v1/admin/conversations", 405),
+        ("GET", "/widget/chat-widget.js/../app.py", 404),
+    ],
+)
 def test_unknown_routes_and_methods_answer_json_not_html(client, method, path, status):
     response = client.open(path, method=method)
     assert response.status_code == status
@@ -206,12 +235,15 @@ def test_widget_script_is_served_as_javascript_with_an_etag_and_a_short_cache(cl
 
 # ---- the home page -------------------------------------------------------------------------
 
+
 def test_home_in_production_exposes_no_key(make_app):
     client = make_app(WIDGET_API_KEY=f"{WIDGET_KEY},{WIDGET_KEY_2}").test_client()
     response = client.get("/")
     assert response.status_code == 200
     assert response.get_json() == {
-        "service": "Open Chat Widget API", "openapi": "/v1/openapi.json", "widget": "/widget/chat-widget.js",
+        "service": "Open Chat Widget API",
+        "openapi": "/v1/openapi.json",
+        "widget": "/widget/chat-widget.js",
     }
     for secret in (WIDGET_KEY, WIDGET_KEY_2, ADMIN_KEY, "sk-test-upstream-key"):
         assert secret not in response.get_data(as_text=True)
@@ -246,8 +278,20 @@ def test_demo_page_allows_only_its_own_scripts_and_its_nonced_style(make_app):
     assert first.headers["X-Frame-Options"] == "DENY"
 
 
-@pytest.mark.parametrize("path", ["/admin//x", "/admin//conversations", "//health", "/v1//openapi.json", "/admin//",
-                                  "/admin/conversations//x", "/health/", "/admin/conversations/", "/v1/chat/history/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin//x",
+        "/admin//conversations",
+        "//health",
+        "/v1//openapi.json",
+        "/admin//",
+        "/admin/conversations//x",
+        "/health/",
+        "/admin/conversations/",
+        "/v1/chat/history/",
+    ],
+)
 def test_no_path_answers_a_redirect_to_a_host_the_request_chose(client, path):
     response = client.get(path, headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"})
     location = response.headers.get("Location", "")

@@ -1,12 +1,20 @@
 """The upstream client against a real HTTP server speaking the chat-completions protocol."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from llm import Completion, DemoResponder, OpenAIClient, UpstreamError, UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
-
+from llm import (
+    Completion,
+    DemoResponder,
+    OpenAIClient,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
 from tests.fake_upstream import FakeUpstream
 
 PROMPT = [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]

@@ -1,4 +1,5 @@
 """Request ids and the request log: one line per request, JSON when asked, never a key or message."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import pytest
 import requests
 
 from tests.support import ADMIN_KEY, WIDGET_KEY, admin_headers, chat_headers, wait_until
-
 
 # The line is written when the response is closed: buffered=True makes the test client read the
 # whole answer and close it, as a WSGI server does.
@@ -34,16 +34,19 @@ def test_every_request_gets_an_id_in_its_answer_and_one_log_line(client, request
     assert line["durationMs"] >= 0
 
 
-@pytest.mark.parametrize("incoming, kept", [
-    ("abc-123", True),
-    ("3f1c2a9d-8e7b-4c6a-9f0e-1d2c3b4a5968", True),
-    ("a.b_c-D", True),
-    ("x" * 128, True),
-    ("x" * 129, False),
-    ("has space", False),
-    ("semi;colon", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "incoming, kept",
+    [
+        ("abc-123", True),
+        ("3f1c2a9d-8e7b-4c6a-9f0e-1d2c3b4a5968", True),
+        ("a.b_c-D", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("has space", False),
+        ("semi;colon", False),
+        ("", False),
+    ],
+)
 def test_a_plain_incoming_request_id_is_honoured_and_anything_else_replaced(client, request_lines, incoming, kept):
     response = client.get("/health", headers={"X-Request-Id": incoming}, buffered=True)
     assert (response.headers["X-Request-Id"] == incoming) is kept
@@ -63,8 +66,9 @@ def test_errors_and_refusals_get_an_id_and_a_line_too(client, request_lines):
 
 
 def test_the_route_is_logged_as_its_template_without_ids(client, request_lines):
-    conversation_id = client.post("/v1/chat", json={"sessionId": "s", "message": "hi"},
-                                  headers=chat_headers()).get_json()["conversationId"]
+    conversation_id = client.post(
+        "/v1/chat", json={"sessionId": "s", "message": "hi"}, headers=chat_headers()
+    ).get_json()["conversationId"]
     client.get(f"/v1/admin/conversations/{conversation_id}", headers=admin_headers(), buffered=True)
     assert request_lines()[-1]["route"] == "/v1/admin/conversations/<conversation_id>"
     assert conversation_id not in json.dumps(request_lines()[-1])
@@ -73,8 +77,9 @@ def test_the_route_is_logged_as_its_template_without_ids(client, request_lines):
 def test_a_streams_line_is_written_when_it_ends_and_times_the_whole_stream(client, upstream, request_lines):
     upstream.reply = "one two three four five"
     upstream.token_delay = 0.1
-    response = client.post("/v1/chat/stream", json={"sessionId": "s", "message": "hi"},
-                           headers=chat_headers(), buffered=False)
+    response = client.post(
+        "/v1/chat/stream", json={"sessionId": "s", "message": "hi"}, headers=chat_headers(), buffered=False
+    )
     next(iter(response.response))  # the start line: the response has begun
     assert request_lines() == []
     b"".join(response.response)
@@ -97,8 +102,12 @@ def test_logs_never_carry_keys_or_message_content(client, caplog, upstream):
 
 def test_json_lines_under_gunicorn_one_per_request_and_no_access_log(start_gunicorn, upstream):
     server = start_gunicorn(LOG_FORMAT="json", WEB_CONCURRENCY="2")
-    sent = requests.post(server.url + "/v1/chat", json={"sessionId": "s", "message": "my secret question"},
-                         headers={"X-Api-Key": WIDGET_KEY, "X-Request-Id": "trace-42"}, timeout=30)
+    sent = requests.post(
+        server.url + "/v1/chat",
+        json={"sessionId": "s", "message": "my secret question"},
+        headers={"X-Api-Key": WIDGET_KEY, "X-Request-Id": "trace-42"},
+        timeout=30,
+    )
     assert sent.headers["X-Request-Id"] == "trace-42"
 
     def logged():
@@ -145,8 +154,11 @@ def test_a_client_controlled_value_cannot_write_a_second_log_line(start_gunicorn
 def test_a_refused_request_line_is_logged_without_its_query_string(start_gunicorn, log_format):
     server = start_gunicorn(LOG_FORMAT=log_format, WEB_CONCURRENCY="1")
     secret = "pasted-widget-key-0123456789abcdef"
-    for request_line in (f"GET /v1/chat?key={secret} HTTP/1.1 trailing-junk",
-                         f"GET /v1/chat?key={secret}\x01 HTTP/1.1", f"G\x00ET /x?api_key={secret} HTTP/1.1"):
+    for request_line in (
+        f"GET /v1/chat?key={secret} HTTP/1.1 trailing-junk",
+        f"GET /v1/chat?key={secret}\x01 HTTP/1.1",
+        f"G\x00ET /x?api_key={secret} HTTP/1.1",
+    ):
         answer = raw_request(server, request_line.encode("latin-1") + b"\r\nHost: x\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 400")
     assert requests.get(server.url + "/health", timeout=5).status_code == 200

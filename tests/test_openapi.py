@@ -1,4 +1,5 @@
 """The OpenAPI document: valid, served as is, and true to the routes the app registers."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,12 @@ ADMIN_SCHEMES = {"adminKey", "adminBearer"}
 PUBLIC_PATHS = {"/", "/health", "/ready", "/v1/openapi.json", "/favicon.ico", "/widget/chat-widget.js"}
 CHAT_PATHS = {"/v1/chat", "/v1/chat/stream", "/chat", "/v1/chat/history"}
 ADMIN_PATHS = {
-    "/v1/admin/conversations", "/v1/admin/conversations/{conversationId}", "/v1/admin/export",
-    "/v1/admin/sessions/{sessionId}", "/v1/admin/stats", "/metrics",
+    "/v1/admin/conversations",
+    "/v1/admin/conversations/{conversationId}",
+    "/v1/admin/export",
+    "/v1/admin/sessions/{sessionId}",
+    "/v1/admin/stats",
+    "/metrics",
 }
 PATH_VARIABLES = {"conversation_id": "{conversationId}", "session_id": "{sessionId}"}
 
@@ -59,6 +64,7 @@ def assert_matches(document, name: str, instance):
 
 # ---- the document itself -------------------------------------------------------------------
 
+
 def test_openapi_document_is_valid_openapi_3_1(document):
     assert document["openapi"] == "3.1.0"
     validate(document)  # raises on any violation of the OpenAPI 3.1 schema or unresolved $ref
@@ -81,6 +87,7 @@ def test_openapi_route_serves_the_document_without_a_key(client, document):
 
 
 # ---- routes and security -------------------------------------------------------------------
+
 
 def test_openapi_documents_every_route(app, document):
     registered = set()
@@ -144,6 +151,7 @@ def test_no_document_level_security_hides_a_public_route(document):
 
 # ---- status codes --------------------------------------------------------------------------
 
+
 def _codes(document, path, method) -> set[str]:
     return set(document["paths"][path][method]["responses"])
 
@@ -157,7 +165,9 @@ def test_chat_operations_document_every_status_they_answer(document):
         assert "application/x-ndjson" in ok["content"]
     assert _codes(document, "/v1/chat/history", "get") >= {"200", "400", "401", "429", "503"}
     assert document["paths"]["/chat"]["post"]["responses"] == document["paths"]["/v1/chat/stream"]["post"]["responses"]
-    assert document["paths"]["/chat"]["post"]["requestBody"] == document["paths"]["/v1/chat/stream"]["post"]["requestBody"]
+    assert (
+        document["paths"]["/chat"]["post"]["requestBody"] == document["paths"]["/v1/chat/stream"]["post"]["requestBody"]
+    )
 
 
 def test_admin_operations_document_every_status_they_answer(document):
@@ -177,7 +187,7 @@ def test_public_operations_document_their_statuses(document):
 
 
 def test_every_operation_documents_json_errors_for_anything_else(document):
-    for path, method, operation in operations(document):
+    for path, _method, operation in operations(document):
         default = deref(document, operation["responses"]["default"])
         assert default["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}, path
 
@@ -200,6 +210,7 @@ def test_every_error_response_is_the_error_shape(document):
 
 
 # ---- the schemas describe what the service really sends ------------------------------------
+
 
 def test_chat_request_schema_states_the_body_rules(document):
     schema = document["components"]["schemas"]["ChatRequest"]
@@ -273,13 +284,15 @@ def test_stream_event_schema_covers_every_event_type(document):
 
 def test_message_and_summary_schemas_use_integer_millisecond_timestamps(document):
     schemas = document["components"]["schemas"]
-    for name, fields in (("ConversationSummary", ("_creationTime", "createdAt", "updatedAt")), ("Message", ("createdAt",))):
+    for name, fields in (
+        ("ConversationSummary", ("_creationTime", "createdAt", "updatedAt")),
+        ("Message", ("createdAt",)),
+    ):
         for field in fields:
             assert schemas[name]["properties"][field]["type"] == "integer", f"{name}.{field}"
     assert schemas["Message"]["properties"]["role"]["enum"] == ["user", "assistant"]
     assert "interrupted" not in schemas["Message"]["required"]
     assert schemas["ConversationList"]["properties"]["nextCursor"]["type"] == ["string", "null"]
-
 
 
 def test_ops_operations_document_every_status_they_answer(document):

@@ -1,4 +1,5 @@
 """Admin operations: a session's conversation, NDJSON export, erasure of an end user's data."""
+
 from __future__ import annotations
 
 import gc
@@ -12,7 +13,7 @@ import pytest
 import services
 import storage
 from storage.conversations import BATCH
-from tests.support import admin_headers, chat_headers
+from tests.support import admin_headers
 
 LIST = "/v1/admin/conversations"
 EXPORT = "/v1/admin/export"
@@ -26,6 +27,7 @@ def export(client, **query) -> list[dict]:
 
 
 # ---- the conversation of one session -------------------------------------------------------
+
 
 def test_listing_by_session_gives_that_sessions_conversation_in_list_form(client, chat):
     wanted = chat("wanted")
@@ -50,6 +52,7 @@ def test_listing_by_a_malformed_session_id_is_400_naming_it(client, session_id):
 
 # ---- export --------------------------------------------------------------------------------
 
+
 def test_export_is_one_line_per_conversation_with_its_messages_least_recently_updated_first(client, upstream, chat):
     upstream.reply = "an answer"
     first = chat("first", "question one")
@@ -57,7 +60,10 @@ def test_export_is_one_line_per_conversation_with_its_messages_least_recently_up
     second = chat("second", "question two")
     lines = export(client)
     assert [line["conversation"]["_id"] for line in lines] == [first, second]
-    assert [(m["role"], m["content"]) for m in lines[0]["messages"]] == [("user", "question one"), ("assistant", "an answer")]
+    assert [(m["role"], m["content"]) for m in lines[0]["messages"]] == [
+        ("user", "question one"),
+        ("assistant", "an answer"),
+    ]
     assert lines[0]["conversation"] == client.get(f"{LIST}/{first}", headers=admin_headers()).get_json()["conversation"]
 
 
@@ -94,8 +100,9 @@ def peak_export_memory(app, updated_since: int) -> tuple[int, int]:
     gc.collect()
     tracemalloc.start()
     try:
-        response = app.test_client().get(EXPORT, query_string={"updatedSince": updated_since},
-                                         headers=admin_headers(), buffered=False)
+        response = app.test_client().get(
+            EXPORT, query_string={"updatedSince": updated_since}, headers=admin_headers(), buffered=False
+        )
         lines = sum(1 for _ in response.response)
         response.close()
         return lines, tracemalloc.get_traced_memory()[1]
@@ -118,6 +125,7 @@ def test_export_memory_stays_flat_whatever_the_number_of_conversations(app, redi
 
 
 # ---- erasure of one end user's data --------------------------------------------------------
+
 
 def test_erasing_a_session_removes_everything_stored_for_that_end_user(app, client, redis_client, caplog, chat):
     erased = chat("data-subject", "my address is 1 Main Street")

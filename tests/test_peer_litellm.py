@@ -3,6 +3,7 @@
 (scripts/litellm-venv.sh, which .ci/run runs). Whole and streamed turns, a model the proxy does
 not know, and `cli.py check`, all through real HTTP and the real gunicorn.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,18 +30,36 @@ def litellm(tmp_path_factory):
         pytest.skip("no LiteLLM proxy: run `bash scripts/litellm-venv.sh` first")
     port = free_port()
     log = tmp_path_factory.mktemp("litellm") / "proxy.log"
-    env = {"PATH": os.environ["PATH"], "HOME": str(log.parent),
-           # Offline: the bundled model cost map, no telemetry, no database, no schema migration.
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY_DISABLED": "true",
-           "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true", "DISABLE_SCHEMA_UPDATE": "true",
-           "NO_PROXY": "127.0.0.1,localhost"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(log.parent),
+        # Offline: the bundled model cost map, no telemetry, no database, no schema migration.
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY_DISABLED": "true",
+        "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true",
+        "DISABLE_SCHEMA_UPDATE": "true",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [str(VENV / "bin" / "litellm"), "--config", str(ROOT / "tests" / "peers" / "litellm.yaml"),
-             "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=output, stderr=subprocess.STDOUT)
+            [
+                str(VENV / "bin" / "litellm"),
+                "--config",
+                str(ROOT / "tests" / "peers" / "litellm.yaml"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        assert wait_until(lambda: answers_ok(url + "/health/liveliness"), timeout=90), log.read_text(errors="replace")[-3000:]
+        assert wait_until(lambda: answers_ok(url + "/health/liveliness"), timeout=90), log.read_text(errors="replace")[
+            -3000:
+        ]
         yield url + "/v1"
     finally:
         process.terminate()
@@ -49,20 +68,23 @@ def litellm(tmp_path_factory):
 
 @pytest.fixture
 def service(start_gunicorn, litellm):
-    return start_gunicorn(OPENAI_BASE_URL=litellm, OPENAI_API_KEY=MASTER_KEY, OPENAI_MODEL="mock-gpt",
-                          WEB_CONCURRENCY="1")
+    return start_gunicorn(
+        OPENAI_BASE_URL=litellm, OPENAI_API_KEY=MASTER_KEY, OPENAI_MODEL="mock-gpt", WEB_CONCURRENCY="1"
+    )
 
 
 def test_a_whole_turn_through_the_litellm_proxy(service):
-    answer = requests.post(service.url + "/v1/chat", json={"sessionId": "peer", "message": "hi"}, headers=CHAT,
-                           timeout=30)
+    answer = requests.post(
+        service.url + "/v1/chat", json={"sessionId": "peer", "message": "hi"}, headers=CHAT, timeout=30
+    )
     assert answer.status_code == 200 and answer.json()["message"] == MOCK_REPLY
     assert "finishReason" not in answer.json()
 
 
 def test_a_streamed_turn_through_the_litellm_proxy(service):
-    streamed = requests.post(service.url + "/v1/chat/stream", json={"sessionId": "peer-s", "message": "hi"},
-                             headers=CHAT, timeout=30)
+    streamed = requests.post(
+        service.url + "/v1/chat/stream", json={"sessionId": "peer-s", "message": "hi"}, headers=CHAT, timeout=30
+    )
     events = [json.loads(line) for line in streamed.text.splitlines()]
     tokens = [e["token"] for e in events if e["type"] == "token"]
     assert events[0]["type"] == "start" and events[-1]["type"] == "done", events
@@ -72,19 +94,27 @@ def test_a_streamed_turn_through_the_litellm_proxy(service):
 
 
 def test_a_model_the_proxy_does_not_serve_is_a_clear_failure(start_gunicorn, litellm):
-    server = start_gunicorn(OPENAI_BASE_URL=litellm, OPENAI_API_KEY=MASTER_KEY, OPENAI_MODEL="not-configured",
-                            WEB_CONCURRENCY="1")
-    answer = requests.post(server.url + "/v1/chat", json={"sessionId": "peer-x", "message": "hi"}, headers=CHAT,
-                           timeout=60)
+    server = start_gunicorn(
+        OPENAI_BASE_URL=litellm, OPENAI_API_KEY=MASTER_KEY, OPENAI_MODEL="not-configured", WEB_CONCURRENCY="1"
+    )
+    answer = requests.post(
+        server.url + "/v1/chat", json={"sessionId": "peer-x", "message": "hi"}, headers=CHAT, timeout=60
+    )
     assert answer.status_code == 502 and answer.json() == {"error": "The assistant is not available right now."}
     assert wait_until(lambda: "Model call failed: " in server.output(), timeout=5)
     assert MASTER_KEY not in server.output()
 
 
 def test_cli_check_passes_against_the_litellm_proxy(base_env, litellm):
-    env = {**base_env, "OPENAI_BASE_URL": litellm, "OPENAI_API_KEY": MASTER_KEY, "OPENAI_MODEL": "mock-gpt",
-           "PATH": os.environ["PATH"]}
-    result = subprocess.run([RUNTIME_PYTHON, "cli.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    env = {
+        **base_env,
+        "OPENAI_BASE_URL": litellm,
+        "OPENAI_API_KEY": MASTER_KEY,
+        "OPENAI_MODEL": "mock-gpt",
+        "PATH": os.environ["PATH"],
+    }
+    result = subprocess.run(
+        [RUNTIME_PYTHON, "cli.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mock-gpt listed" in result.stdout and MASTER_KEY not in result.stdout

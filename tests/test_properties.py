@@ -4,6 +4,7 @@ to the model hold for every input, not only for the examples the other tests lis
 Each property compares the code with the rule as CONTRACT.md states it, plus the one field this
 service adds (`retry`, true or false when present).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import services
 import auth
 import chat
+import services
 from config import ConfigError, load_settings, split_list
 from tests.support import WIDGET_KEY
 
 SESSION_ID_RULE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # ECMAScript's whitespace and line terminators: what trim() removes in the original backend.
-ECMA_SPACE = "\t\n\v\f\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+ECMA_SPACE = (
+    "\t\n\v\f\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 FIXTURES_OK = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 json_values = st.recursive(
@@ -35,9 +39,14 @@ messages = st.text(min_size=1, max_size=4000).filter(lambda m: m.strip(ECMA_SPAC
 # Anything a client might put in those two fields, valid or not.
 session_id_fields = session_ids | st.text(max_size=140) | json_values
 # JSON can carry a lone surrogate ("\ud800") that UTF-8 cannot.
-lone_surrogates = st.builds(str.__add__, messages.map(lambda m: m[:20]),
-                            st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"]))
-message_fields = messages | st.text(max_size=60) | st.integers(3995, 4005).map("y".__mul__) | lone_surrogates | json_values
+lone_surrogates = st.builds(
+    str.__add__,
+    messages.map(lambda m: m[:20]),
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"]),
+)
+message_fields = (
+    messages | st.text(max_size=60) | st.integers(3995, 4005).map("y".__mul__) | lone_surrogates | json_values
+)
 
 
 def contract_problems(body) -> set[str]:
@@ -49,8 +58,12 @@ def contract_problems(body) -> set[str]:
     session_id, message = body.get("sessionId"), body.get("message")
     if not (isinstance(session_id, str) and SESSION_ID_RULE.fullmatch(session_id)):
         problems.add("sessionId")
-    if not (isinstance(message, str) and message.strip(ECMA_SPACE) and len(message) <= 4000
-            and not re.search("[\ud800-\udfff]", message)):
+    if not (
+        isinstance(message, str)
+        and message.strip(ECMA_SPACE)
+        and len(message) <= 4000
+        and not re.search("[\ud800-\udfff]", message)
+    ):
         problems.add("message")
     if not isinstance(body.get("retry", False), bool):
         problems.add("retry")
@@ -67,8 +80,12 @@ def validate(data: bytes):
 
 
 @FIXTURES_OK
-@given(body=st.dictionaries(st.sampled_from(["sessionId", "message", "retry", "other"]),
-                            st.one_of(session_id_fields, message_fields)) | json_values)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["sessionId", "message", "retry", "other"]), st.one_of(session_id_fields, message_fields)
+    )
+    | json_values
+)
 def test_validation_names_exactly_the_fields_the_contract_forbids(body):
     outcome = validate(json.dumps(body).encode())
     problems = contract_problems(body)
@@ -79,8 +96,11 @@ def test_validation_names_exactly_the_fields_the_contract_forbids(body):
 
 
 @FIXTURES_OK
-@given(session_id=session_ids, message=messages,
-       extra=st.dictionaries(st.text(max_size=8).filter(lambda name: name != "retry"), json_values, max_size=5))
+@given(
+    session_id=session_ids,
+    message=messages,
+    extra=st.dictionaries(st.text(max_size=8).filter(lambda name: name != "retry"), json_values, max_size=5),
+)
 def test_every_valid_request_is_accepted_whatever_else_it_carries(session_id, message, extra):
     body = {**extra, "sessionId": session_id, "message": message}
     assert validate(json.dumps(body).encode()) == (session_id, message.strip(ECMA_SPACE))
@@ -98,14 +118,19 @@ def test_arbitrary_bytes_are_either_a_valid_request_or_refused_never_an_error(da
 
 # ---- key parsing ---------------------------------------------------------------------------
 
-keys = st.text(st.characters(codec="utf-8", exclude_characters=","), min_size=24, max_size=60).map(str.strip).filter(
-    lambda key: len(key) >= 24
+keys = (
+    st.text(st.characters(codec="utf-8", exclude_characters=","), min_size=24, max_size=60)
+    .map(str.strip)
+    .filter(lambda key: len(key) >= 24)
 )
 padding = st.text(" \t", max_size=3)
 
 
-@given(key_list=st.lists(keys, min_size=1, max_size=4), pads=st.lists(padding, min_size=10, max_size=10),
-       blanks=st.integers(0, 2))
+@given(
+    key_list=st.lists(keys, min_size=1, max_size=4),
+    pads=st.lists(padding, min_size=10, max_size=10),
+    blanks=st.integers(0, 2),
+)
 def test_a_key_list_parses_back_to_its_keys_whatever_the_spacing_and_blank_entries(key_list, pads, blanks):
     raw = ",".join(f"{pads[i % 10]}{key}{pads[(i + 1) % 10]}" for i, key in enumerate(key_list)) + "," * blanks
     assert split_list(raw) == tuple(key_list)
@@ -141,12 +166,18 @@ def contract_presented_key(headers: dict) -> str | None:
 
 
 @FIXTURES_OK
-@given(headers=st.fixed_dictionaries({}, optional={
-    "X-Api-Key": header_values,
-    "X-Widget-Api-Key": header_values,
-    "Authorization": st.sampled_from(["", "Bearer ", "bEaReR ", "Basic ", "Bearer  "]).flatmap(
-        lambda scheme: header_values.map(lambda value: scheme + value)),
-}))
+@given(
+    headers=st.fixed_dictionaries(
+        {},
+        optional={
+            "X-Api-Key": header_values,
+            "X-Widget-Api-Key": header_values,
+            "Authorization": st.sampled_from(["", "Bearer ", "bEaReR ", "Basic ", "Bearer  "]).flatmap(
+                lambda scheme: header_values.map(lambda value: scheme + value)
+            ),
+        },
+    )
+)
 def test_the_presented_widget_key_is_read_from_the_documented_headers_in_order(app, headers):
     with app.test_request_context("/v1/chat", method="POST", headers=headers) as context:
         received = {name: context.request.headers.get(name, "") for name in KEY_HEADERS}
@@ -155,16 +186,25 @@ def test_the_presented_widget_key_is_read_from_the_documented_headers_in_order(a
 
 # ---- the history sent to the model ---------------------------------------------------------
 
-stored_messages = st.lists(st.fixed_dictionaries({
-    "role": st.sampled_from(["user", "assistant"]),
-    "content": st.sampled_from(["hi", "hello", "price?", "It is 5 EUR.", "and shipping?"]),
-    "interrupted": st.booleans(),
-}), max_size=14)
+stored_messages = st.lists(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant"]),
+            "content": st.sampled_from(["hi", "hello", "price?", "It is 5 EUR.", "and shipping?"]),
+            "interrupted": st.booleans(),
+        }
+    ),
+    max_size=14,
+)
 
 
 @FIXTURES_OK
-@given(history=stored_messages, new_message=st.sampled_from(["hi", "price?", "anything else?"]),
-       retry=st.booleans(), window=st.integers(1, 16))
+@given(
+    history=stored_messages,
+    new_message=st.sampled_from(["hi", "price?", "anything else?"]),
+    retry=st.booleans(),
+    window=st.integers(1, 16),
+)
 def test_every_prompt_alternates_from_a_user_message_to_the_new_one_whatever_storage_holds(
     make_app, upstream, history, new_message, retry, window
 ):
@@ -177,8 +217,13 @@ def test_every_prompt_alternates_from_a_user_message_to_the_new_one_whatever_sto
     session_id = f"property-{uuid.uuid4().hex}"
     conversation_id = store.conversations.id_for_session(session_id)
     for message in history:
-        store.conversations.append_message(conversation_id, session_id, message["role"], message["content"],
-                             interrupted=message["role"] == "assistant" and message["interrupted"])
+        store.conversations.append_message(
+            conversation_id,
+            session_id,
+            message["role"],
+            message["content"],
+            interrupted=message["role"] == "assistant" and message["interrupted"],
+        )
     body = {"sessionId": session_id, "message": new_message, "retry": retry}
     assert app.test_client().post("/v1/chat", json=body, headers={"X-Api-Key": WIDGET_KEY}).status_code == 200
 

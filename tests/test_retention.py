@@ -1,4 +1,5 @@
 """Retention: conversations idle longer than CONVERSATION_RETENTION_DAYS disappear on their own."""
+
 from __future__ import annotations
 
 import time
@@ -6,7 +7,7 @@ import time
 import pytest
 
 import services
-from tests.support import admin_headers, chat_headers, chat_turn
+from tests.support import admin_headers, chat_turn
 
 RETENTION_DAYS = "0.00001"  # 864 ms
 RETENTION_MS = 864

@@ -5,6 +5,7 @@ Checks (schemathesis defaults): no 5xx, every status code documented, the Conten
 and body of each answer match its documented response, invalid requests are refused and valid
 ones accepted, and removing the key is refused (the `ignored_auth` check).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,11 @@ from tests.support import ADMIN_KEY, WIDGET_KEY
 
 MAX_EXAMPLES = 50  # per operation and phase; the whole run stays under a minute in CI
 DOCUMENT = Path(__file__).resolve().parent.parent / "openapi.json"
-CONFIG = schemathesis.Config.from_dict({
-    "auth": {"openapi": {"widgetKey": {"api_key": WIDGET_KEY}, "adminKey": {"api_key": ADMIN_KEY}}},
-})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "auth": {"openapi": {"widgetKey": {"api_key": WIDGET_KEY}, "adminKey": {"api_key": ADMIN_KEY}}},
+    }
+)
 # Loaded from the file at import, as parametrize needs; the test checks the service serves it as is.
 schema = schemathesis.openapi.from_path(DOCUMENT, config=CONFIG)
 SENT: Counter = Counter()  # generated requests per operation
@@ -31,8 +34,10 @@ SENT: Counter = Counter()  # generated requests per operation
 @pytest.fixture(scope="module", autouse=True)
 def report_how_many_requests_were_sent():
     yield
-    print(f"schemathesis sent {sum(SENT.values())} generated requests: "
-          + ", ".join(f"{label} {count}" for label, count in sorted(SENT.items())))
+    print(
+        f"schemathesis sent {sum(SENT.values())} generated requests: "
+        + ", ".join(f"{label} {count}" for label, count in sorted(SENT.items()))
+    )
 
 
 @schema.parametrize()

@@ -1,8 +1,9 @@
 """Stats and metrics: what is counted, over which window, shared by every worker, and /metrics."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -18,7 +19,7 @@ FOREIGN = "https://evil.example"
 
 
 def at(iso: str) -> float:
-    return datetime.fromisoformat(iso).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp()
 
 
 def stats(client) -> dict:
@@ -45,8 +46,15 @@ def test_stats_count_requests_tokens_and_every_kind_of_refusal_or_failure(make_a
     assert client.post("/v1/chat", json=body, headers=chat_headers(Origin=FOREIGN)).status_code == 403
     assert client.get(STATS, headers={"X-Admin-Api-Key": "not-the-admin-key-either"}).status_code == 401
 
-    expected = {"chatRequests": 8, "outputTokens": 12, "unauthorized": 2, "rateLimited": 1,
-                "refusedOrigins": 1, "upstreamErrors": 2, "incompleteReplies": 1}
+    expected = {
+        "chatRequests": 8,
+        "outputTokens": 12,
+        "unauthorized": 2,
+        "rateLimited": 1,
+        "refusedOrigins": 1,
+        "upstreamErrors": 2,
+        "incompleteReplies": 1,
+    }
     body = stats(client)
     assert body == {"conversations": 1, "messages": 10, "lastHour": expected, "lastDay": expected}
 
@@ -80,8 +88,12 @@ def test_hourly_counts_expire_on_their_own(client, redis_client):
 
 def test_message_total_follows_deletions_and_ignores_replies_to_deleted_conversations(app, client):
     store = services.of(app).store
-    ids = [client.post("/v1/chat", json={"sessionId": f"s{i}", "message": "hi"}, headers=chat_headers())
-           .get_json()["conversationId"] for i in range(3)]
+    ids = [
+        client.post("/v1/chat", json={"sessionId": f"s{i}", "message": "hi"}, headers=chat_headers()).get_json()[
+            "conversationId"
+        ]
+        for i in range(3)
+    ]
     assert stats(client)["messages"] == 6
     assert client.delete(f"/v1/admin/conversations/{ids[0]}", headers=admin_headers()).status_code == 204
     store.conversations.append_message(ids[0], "s0", "assistant", "a reply that arrives too late")
@@ -95,8 +107,12 @@ def test_counts_are_shared_by_every_gunicorn_worker(start_gunicorn, upstream):
 
     def one(i):
         with requests.Session() as session:  # a fresh connection each, spread over the workers
-            return session.post(server.url + "/v1/chat", json={"sessionId": f"w{i}", "message": "hi"},
-                                headers={"X-Api-Key": WIDGET_KEY}, timeout=30).status_code
+            return session.post(
+                server.url + "/v1/chat",
+                json={"sessionId": f"w{i}", "message": "hi"},
+                headers={"X-Api-Key": WIDGET_KEY},
+                timeout=30,
+            ).status_code
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         assert list(pool.map(one, range(12))) == [200] * 12
@@ -108,6 +124,7 @@ def test_counts_are_shared_by_every_gunicorn_worker(start_gunicorn, upstream):
 
 
 # ---- /metrics ------------------------------------------------------------------------------
+
 
 def test_metrics_are_valid_prometheus_text_with_the_same_numbers(client, upstream):
     client.post("/v1/chat", json={"sessionId": "m", "message": "hi"}, headers=chat_headers())
@@ -137,5 +154,7 @@ def test_metrics_need_the_admin_key(client, headers):
 
 
 def test_metrics_answer_503_when_no_admin_key_is_configured(make_app):
-    response = make_app(ADMIN_API_KEY=None).test_client().get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    response = (
+        make_app(ADMIN_API_KEY=None).test_client().get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    )
     assert response.status_code == 503

@@ -1,4 +1,5 @@
 """Storage against the real test Redis: key layout, sessions, appends, and the cost of each operation."""
+
 from __future__ import annotations
 
 import re
@@ -8,7 +9,7 @@ from redis.crc import key_slot
 
 import services
 import storage
-from tests.support import admin_headers, chat_headers
+from tests.support import admin_headers, chat_headers, found
 
 CONVERSATION_ID = "0123456789abcdef0123456789abcdef"
 
@@ -67,7 +68,7 @@ def test_both_per_conversation_keys_share_the_conversation_hash_tag():
     assert conversation != messages
     for key in (conversation, messages):
         # Redis Cluster hashes only the first {...} of a key.
-        assert re.search(r"\{([^}]*)\}", key).group(1) == CONVERSATION_ID
+        assert found(re.search(r"\{([^}]*)\}", key), 1) == CONVERSATION_ID
     assert key_slot(conversation.encode()) == key_slot(messages.encode())
 
 
@@ -159,11 +160,14 @@ def test_appends_arriving_out_of_clock_order_keep_times_in_list_order(store, red
     # Two workers stamp their messages, and the later stamp reaches Redis first.
     conversation_id = store.conversations.id_for_session("s-1")
     for stamp, role in ((5000, "user"), (3000, "user"), (4000, "assistant"), (6000, "assistant")):
-        store.clock.seconds = lambda: stamp / 1000
+        store.clock.seconds = lambda stamp=stamp: stamp / 1000
         store.conversations.append_message(conversation_id, "s-1", role, f"at {stamp}")
     summary, messages = store.conversations.get(conversation_id)
     assert [(m["content"], m["createdAt"]) for m in messages] == [
-        ("at 5000", 5000), ("at 3000", 5000), ("at 4000", 5000), ("at 6000", 6000)
+        ("at 5000", 5000),
+        ("at 3000", 5000),
+        ("at 4000", 5000),
+        ("at 6000", 6000),
     ]
     assert summary["createdAt"] == 5000 and summary["updatedAt"] == 6000
     assert redis_client.zscore("ocw:conversations", conversation_id) == 6000
@@ -217,9 +221,13 @@ def test_a_chat_turn_costs_the_same_redis_commands_whatever_the_history_length(a
 
 def test_admission_counters_share_one_hash_tag_so_one_script_can_check_them_all():
     keys = storage.Keys("ocw")
-    admission = [keys.client_requests("203.0.113.9"), keys.session_quota("s-1"),
-                 keys.daily_requests("2026-11-27"), keys.daily_tokens("2026-11-27"),
-                 keys.sign_in_attempts("203.0.113.9")]
+    admission = [
+        keys.client_requests("203.0.113.9"),
+        keys.session_quota("s-1"),
+        keys.daily_requests("2026-11-27"),
+        keys.daily_tokens("2026-11-27"),
+        keys.sign_in_attempts("203.0.113.9"),
+    ]
     assert {key_slot(key.encode()) for key in admission} == {key_slot(b"{admission}")}
 
 
@@ -228,6 +236,8 @@ def test_hourly_counts_share_the_admission_hash_tag_and_message_totals_share_the
     hourly = [keys.hourly_count(name, "2026-11-27T09") for name in storage.COUNTERS]
     assert {key_slot(key.encode()) for key in hourly} == {key_slot(keys.client_requests("203.0.113.9").encode())}
     assert key_slot(keys.message_total().encode()) == key_slot(keys.message_counts().encode())
+
+
 @pytest.mark.parametrize("length", [3, 500])
 def test_session_history_is_one_get_and_one_lrange_whatever_the_length(store, redis_client, length):
     conversation_id = start_conversation(store, "reader")

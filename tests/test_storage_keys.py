@@ -1,4 +1,5 @@
 """storage/keys.py: the one place keys are built, and docs/REDIS.md, the one place they are described."""
+
 from __future__ import annotations
 
 import inspect

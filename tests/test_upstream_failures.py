@@ -1,6 +1,7 @@
 """Failed model calls are mapped on purpose and diagnosable: the visitor reads a short human
 message, the operator's log names the cause with the upstream's status and message (trimmed, on
 one line, never a key)."""
+
 from __future__ import annotations
 
 import json
@@ -16,29 +17,62 @@ UPSTREAM_KEY = "sk-test-upstream-key"  # conftest.deployment_env's OPENAI_API_KE
 # upstream status, its error body, /v1/chat's status, what the visitor reads, what the log says
 # (the cause, then the upstream's own words)
 CASES = {
-    "our key refused": (401, {"error": {"message": f"Incorrect API key provided: {UPSTREAM_KEY}"}}, 502,
-                        "The assistant is not available right now.",
-                        ["refused this service's key (OPENAI_API_KEY)", "Incorrect API key provided: [OPENAI_API_KEY]"]),
-    "forbidden": (403, {"error": {"message": "Project lacks access"}}, 502,
-                  "The assistant is not available right now.", ["refused this service's key", "Project lacks access"]),
-    "model unknown (404)": (404, {"error": {"message": "The model `gpt-9` does not exist"}}, 502,
-                            "The assistant is not available right now.",
-                            ["does not know OPENAI_MODEL='gpt-4.1-mini'", "The model `gpt-9` does not exist"]),
-    "model unknown (400, vLLM)": (400, {"object": "error", "message": "The model `x` does not exist."}, 502,
-                                  "The assistant is not available right now.",
-                                  ["does not know OPENAI_MODEL", "The model `x` does not exist."]),
-    "request refused": (400, {"error": {"message": "messages: roles must alternate"}}, 502,
-                        "The assistant is not available right now.",
-                        ["refused the request", "messages: roles must alternate"]),
-    "rate limited": (429, {"error": {"message": "Rate limit reached for requests"}}, 503,
-                     "The assistant is busy. Please try again in a moment.",
-                     ["is rate limiting this service", "Rate limit reached for requests"]),
-    "server error": (500, {"detail": "Internal error in the engine"}, 502,
-                     "The model failed to answer. Please try again.",
-                     ["the model server failed", "Internal error in the engine"]),
-    "bad gateway (HTML)": (502, "<html><body>\r\n<h1>502 Bad Gateway</h1>\r\n</body></html>", 502,
-                           "The model failed to answer. Please try again.",
-                           ["the model server failed", "<h1>502 Bad Gateway</h1>"]),
+    "our key refused": (
+        401,
+        {"error": {"message": f"Incorrect API key provided: {UPSTREAM_KEY}"}},
+        502,
+        "The assistant is not available right now.",
+        ["refused this service's key (OPENAI_API_KEY)", "Incorrect API key provided: [OPENAI_API_KEY]"],
+    ),
+    "forbidden": (
+        403,
+        {"error": {"message": "Project lacks access"}},
+        502,
+        "The assistant is not available right now.",
+        ["refused this service's key", "Project lacks access"],
+    ),
+    "model unknown (404)": (
+        404,
+        {"error": {"message": "The model `gpt-9` does not exist"}},
+        502,
+        "The assistant is not available right now.",
+        ["does not know OPENAI_MODEL='gpt-4.1-mini'", "The model `gpt-9` does not exist"],
+    ),
+    "model unknown (400, vLLM)": (
+        400,
+        {"object": "error", "message": "The model `x` does not exist."},
+        502,
+        "The assistant is not available right now.",
+        ["does not know OPENAI_MODEL", "The model `x` does not exist."],
+    ),
+    "request refused": (
+        400,
+        {"error": {"message": "messages: roles must alternate"}},
+        502,
+        "The assistant is not available right now.",
+        ["refused the request", "messages: roles must alternate"],
+    ),
+    "rate limited": (
+        429,
+        {"error": {"message": "Rate limit reached for requests"}},
+        503,
+        "The assistant is busy. Please try again in a moment.",
+        ["is rate limiting this service", "Rate limit reached for requests"],
+    ),
+    "server error": (
+        500,
+        {"detail": "Internal error in the engine"},
+        502,
+        "The model failed to answer. Please try again.",
+        ["the model server failed", "Internal error in the engine"],
+    ),
+    "bad gateway (HTML)": (
+        502,
+        "<html><body>\r\n<h1>502 Bad Gateway</h1>\r\n</body></html>",
+        502,
+        "The model failed to answer. Please try again.",
+        ["the model server failed", "<h1>502 Bad Gateway</h1>"],
+    ),
 }
 
 

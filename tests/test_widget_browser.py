@@ -2,6 +2,7 @@
 and the host page served from another origin, so every call the widget makes goes through a real
 CORS preflight. Screenshots of the open widget are saved in test-output/.
 """
+
 from __future__ import annotations
 
 import html
@@ -33,6 +34,7 @@ UNREACHABLE = "The assistant could not be reached. Check your connection, then r
 
 # ---- the browser, the host site, the API ---------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def browser():
     if not CHROMIUM.exists():
@@ -49,7 +51,8 @@ class HostSite:
     """A web site on its own origin (another port than the API) serving the pages a test registers."""
 
     def __init__(self):
-        pages = self.pages = {}
+        pages: dict[str, str] = {}
+        self.pages = pages
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -97,7 +100,9 @@ def embed_tag(base_url: str, **attributes) -> str:
     """The widget's script tag, as a site owner would paste it (attributes use Python names; None leaves one out)."""
     attributes = {"api_url": f"{base_url}/chat", "api_key": WIDGET_KEY, **attributes}
     data = " ".join(
-        f'data-{name.replace("_", "-")}="{html.escape(value)}"' for name, value in attributes.items() if value is not None
+        f'data-{name.replace("_", "-")}="{html.escape(value)}"'
+        for name, value in attributes.items()
+        if value is not None
     )
     return f'<script src="{base_url}/widget/chat-widget.js" {data} defer></script>'
 
@@ -144,8 +149,12 @@ class Widget:
         self.page = page
         self.errors: list[str] = []
         self.dialogs: list[str] = []
-        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("console", self._console)
         page.on("dialog", self._dialog)
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
 
     def _dialog(self, dialog):
         self.dialogs.append(dialog.message)
@@ -188,8 +197,11 @@ class Widget:
         expect(self.page.get_by_role("button", name="Send")).to_be_visible(timeout=15000)
         expect(self.log).to_have_attribute("aria-busy", "false")
 
-    def session_id(self) -> str | None:
-        return self.page.evaluate("localStorage.getItem('os-chatbot-session-id')")
+    def session_id(self) -> str:
+        """The session id the widget keeps in localStorage (the test fails if there is none)."""
+        session_id = self.page.evaluate("localStorage.getItem('os-chatbot-session-id')")
+        assert isinstance(session_id, str), "the widget stored no session id"
+        return session_id
 
     def style(self, selector: str, prop: str) -> str:
         """A computed style of the first element in the widget's shadow root matching selector."""
@@ -214,13 +226,17 @@ def visit(page: Page, url: str) -> Widget:
 
 def history(api, session_id: str) -> list[dict]:
     response = requests.get(
-        api.url + "/v1/chat/history", params={"sessionId": session_id}, headers={"X-Widget-Api-Key": WIDGET_KEY}, timeout=10
+        api.url + "/v1/chat/history",
+        params={"sessionId": session_id},
+        headers={"X-Widget-Api-Key": WIDGET_KEY},
+        timeout=10,
     )
     assert response.status_code == 200
     return response.json()["messages"]
 
 
 # ---- chatting ------------------------------------------------------------------------------
+
 
 def test_reply_streams_in_token_by_token_through_a_real_cors_preflight(page, api, host_site, upstream):
     upstream.reply = "one two three four five six"
@@ -232,7 +248,7 @@ def test_reply_streams_in_token_by_token_through_a_real_cors_preflight(page, api
     widget.send("Count for me")
     expect(widget.questions).to_have_text(["Count for me"])
 
-    seen = []
+    seen: list[str] = []
     reply = widget.replies.nth(1)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -252,8 +268,8 @@ def test_reply_streams_in_token_by_token_through_a_real_cors_preflight(page, api
     assert UUID.fullmatch(widget.session_id())
     assert [m["content"] for m in history(api, widget.session_id())] == ["Count for me", "one two three four five six"]
     log = api.output()[log_start:]
-    assert ' OPTIONS /chat 204 ' in log, "the browser did not preflight the cross-origin POST"
-    assert ' POST /chat 200 ' in log
+    assert " OPTIONS /chat 204 " in log, "the browser did not preflight the cross-origin POST"
+    assert " POST /chat 200 " in log
     assert widget.errors == []
 
 
@@ -271,11 +287,13 @@ def test_reload_redraws_the_thread_and_keeps_the_panel_open(page, api, host_site
     page.reload()
     expect(widget.panel).to_be_visible()  # reopened from os-chatbot-widget-open, without a click
     expect(widget.questions).to_have_text(["First question", "Second question"])
-    expect(widget.replies).to_have_text([
-        "Hi! Ask me anything and I will help you out.",
-        "Answer to first question",
-        "Answer to second question",
-    ])
+    expect(widget.replies).to_have_text(
+        [
+            "Hi! Ask me anything and I will help you out.",
+            "Answer to first question",
+            "Answer to second question",
+        ]
+    )
     assert widget.session_id() == session_id
     assert page.evaluate("localStorage.getItem('os-chatbot-widget-open')") == "true"
 
@@ -284,7 +302,7 @@ def test_reload_redraws_the_thread_and_keeps_the_panel_open(page, api, host_site
     expect(page.get_by_role("button", name="Open chat")).to_be_visible()
     expect(widget.panel).to_be_hidden()
     log = api.output()[log_start:]
-    assert log.count(' GET /v1/chat/history 200 ') == 1  # fetched once, by the reload that found the panel open
+    assert log.count(" GET /v1/chat/history 200 ") == 1  # fetched once, by the reload that found the panel open
     assert "sessionId=" not in log, "the access log must not carry query strings"
 
 
@@ -380,12 +398,18 @@ def test_a_reply_cut_by_a_restart_is_asked_for_again_by_itself_and_shown_once(pa
     expect(page.locator(".notice")).to_have_count(0)
     stored = history(server, widget.session_id())
     assert [(m["role"], bool(m.get("interrupted"))) for m in stored] == [
-        ("user", False), ("assistant", True), ("assistant", False)]
+        ("user", False),
+        ("assistant", True),
+        ("assistant", False),
+    ]
 
 
 def test_an_answer_cut_by_max_tokens_tells_the_visitor_it_was_cut_short(page, api, host_site, upstream):
-    upstream.stream_bytes = [b'data: {"choices": [{"delta": {"content": "The steps are: one, two"}}]}\n\n',
-                             b'data: {"choices": [{"delta": {}, "finish_reason": "length"}]}\n\n', b"data: [DONE]\n\n"]
+    upstream.stream_bytes = [
+        b'data: {"choices": [{"delta": {"content": "The steps are: one, two"}}]}\n\n',
+        b'data: {"choices": [{"delta": {}, "finish_reason": "length"}]}\n\n',
+        b"data: [DONE]\n\n",
+    ]
     widget = visit(page, host_site.page("/cut-short", embed_tag(api.url)))
     widget.open()
     widget.send("How do I reset it?")
@@ -399,6 +423,7 @@ def test_an_answer_cut_by_max_tokens_tells_the_visitor_it_was_cut_short(page, ap
 
 
 # ---- safety of the host page and of the widget ---------------------------------------------
+
 
 def test_markup_in_messages_is_shown_as_text_and_runs_nothing(page, api, host_site, upstream):
     question = "<img src=x onerror=alert(1)>"
@@ -484,13 +509,16 @@ def test_missing_url_or_key_logs_one_error_and_draws_nothing(page, api, host_sit
         assert page.locator("#os-chat-widget-root").count() == 0
 
 
-@pytest.mark.parametrize("configured, used", [
-    ("#ff5500", "#ff5500"),
-    ("rebeccapurple", "rebeccapurple"),
-    ("red; } * { display: none } .x {", "#0ea5e9"),
-    ("url(https://evil.example/x.png)", "#0ea5e9"),
-    ("not-a-colour", "#0ea5e9"),
-])
+@pytest.mark.parametrize(
+    "configured, used",
+    [
+        ("#ff5500", "#ff5500"),
+        ("rebeccapurple", "rebeccapurple"),
+        ("red; } * { display: none } .x {", "#0ea5e9"),
+        ("url(https://evil.example/x.png)", "#0ea5e9"),
+        ("not-a-colour", "#0ea5e9"),
+    ],
+)
 def test_accent_colour_is_used_only_if_it_is_a_css_colour(page, api, host_site, configured, used):
     widget = visit(page, host_site.page("/accent", embed_tag(api.url, accent_color=configured)))
     widget.open()
@@ -499,6 +527,7 @@ def test_accent_colour_is_used_only_if_it_is_a_css_colour(page, api, host_site, 
 
 
 # ---- access, devices, themes ---------------------------------------------------------------
+
 
 def test_keyboard_alone_opens_sends_and_closes(page, api, host_site, upstream):
     widget = visit(page, host_site.page("/keyboard", embed_tag(api.url)))
@@ -541,8 +570,13 @@ def test_defaults_and_labels_without_optional_attributes(page, api, host_site):
 
 
 def test_embed_attributes_set_title_welcome_placeholder_and_side(page, api, host_site):
-    tag = embed_tag(api.url, title="Support", welcome_message="Hey! How can I help?",
-                    input_placeholder="Type your question...", position="left")
+    tag = embed_tag(
+        api.url,
+        title="Support",
+        welcome_message="Hey! How can I help?",
+        input_placeholder="Type your question...",
+        position="left",
+    )
     widget = visit(page, host_site.page("/attributes", tag))
     corner = page.locator("#os-chat-widget-root").bounding_box()
     assert (corner["x"], corner["y"] + corner["height"]) == (20, 800 - 20)
@@ -583,6 +617,7 @@ def test_colours_follow_the_visitors_colour_scheme(page, api, host_site, scheme,
 
 
 # ---- the demo page -------------------------------------------------------------------------
+
 
 def test_demo_page_chats_under_its_own_strict_content_security_policy(page, start_gunicorn, upstream):
     server = start_gunicorn(APP_ENV="development", CORS_ORIGIN=None)

@@ -6,7 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/runtime-venv.sh .venv-runtime
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+bash scripts/dev-venv.sh
 export RUNTIME_VENV="$PWD/.venv-runtime"
 exec .venv/bin/python -m pytest "$@"

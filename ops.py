@@ -33,7 +33,7 @@ METRICS = {
 
 def delete_conversation(conversation_id: str) -> bool:
     """Delete one conversation with everything that points at it; False if it was unknown."""
-    deleted = services.current().store.conversations.delete(conversation_id)
+    deleted = services.current().store.erasure.delete(conversation_id)
     if deleted:
         current_app.logger.info("Deleted conversation %s", conversation_id)
     return deleted
@@ -44,7 +44,7 @@ def erase_session(session_id: str) -> bool:
 
     The log names the session by a fingerprint only: the erased person's identifier is not kept.
     """
-    existed, conversation_id = services.current().store.conversations.erase_session(session_id)
+    existed, conversation_id = services.current().store.erasure.erase_session(session_id)
     if existed:
         current_app.logger.info(
             "Erased session %s (conversation %s)", auth.fingerprint(session_id), conversation_id or "none"
@@ -55,7 +55,7 @@ def erase_session(session_id: str) -> bool:
 def purge(idle_days: float) -> int:
     """Delete the conversations idle for more than idle_days; how many index entries went."""
     store = services.current().store
-    removed = store.conversations.purge_idle(store.clock.now_ms() - round(idle_days * storage.DAY_MS))
+    removed = store.erasure.purge_idle(store.clock.now_ms() - round(idle_days * storage.DAY_MS))
     current_app.logger.info("Purged %d conversations idle for more than %g days", removed, idle_days)
     return removed
 

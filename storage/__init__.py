@@ -1,6 +1,6 @@
-"""All Redis access, cut by what is stored: conversations (conversations.py), what clients may
-spend (limits.py), the hourly counts (counts.py) and open dashboard sessions
-(dashboard_sessions.py). Every key is built by keys.Keys; every Lua script lives in lua/.
+"""All Redis access, cut by what is stored: conversations (conversations.py, and erasure.py to
+delete them), what clients may spend (limits.py), the hourly counts (counts.py) and open
+dashboard sessions (dashboard_sessions.py). Every key is built by keys.Keys; every Lua script lives in lua/.
 
 The layout of the keys is written out in docs/REDIS.md.
 """
@@ -13,10 +13,11 @@ import redis
 from redis.cluster import RedisCluster
 
 from .clock import DAY_MS, Clock
-from .conversations import CONVERSATION_ID, Conversations, InvalidCursor, Page, new_id, parse_cursor
+from .conversations import Conversations, InvalidCursor, Page, parse_cursor
 from .counts import COUNTERS, Counts
 from .dashboard_sessions import DashboardSessions
-from .keys import Keys
+from .erasure import Erasure
+from .keys import CONVERSATION_ID, Keys, new_id
 from .limits import Admission, Limits, Verdict
 
 __all__ = [
@@ -65,8 +66,8 @@ def connect(url: str, tls_verify: bool = True) -> redis.Redis | RedisCluster:
 
 
 class Storage:
-    """The service's Redis data under one prefix: `conversations`, `limits`, `counts` and
-    `dashboard_sessions`, sharing one client, one key builder and one clock."""
+    """The service's Redis data under one prefix: `conversations`, `erasure`, `limits`, `counts`
+    and `dashboard_sessions`, sharing one client, one key builder and one clock."""
 
     def __init__(self, client, prefix: str, clock=time.time, retention_ms: int | None = None):
         self.client = client
@@ -74,7 +75,10 @@ class Storage:
         self.clock = Clock(clock)
         self.counts = Counts(client, self.keys, self.clock)
         self.limits = Limits(client, self.keys, self.clock, retention_ms)
-        self.conversations = Conversations(client, self.keys, self.clock, retention_ms, self.counts, self.limits)
+        self.erasure = Erasure(client, self.keys, self.clock, retention_ms)
+        self.conversations = Conversations(
+            client, self.keys, self.clock, retention_ms, self.counts, self.limits, self.erasure
+        )
         self.dashboard_sessions = DashboardSessions(client, self.keys)
 
     def ping(self) -> bool:
@@ -83,7 +87,7 @@ class Storage:
     def stats(self) -> dict:
         """Conversations and messages stored, and each of COUNTERS over the last hour and the
         last day (counts.Counts.windows), in one round trip after the retention sweep."""
-        self.conversations.sweep()
+        self.erasure.sweep()
         pipe = self.client.pipeline(transaction=False)
         pipe.zcard(self.keys.index())
         pipe.get(self.keys.message_total())

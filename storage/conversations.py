@@ -12,28 +12,22 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import scripts
 from .clock import Clock
 from .counts import Counts, add_expiring
-from .keys import Keys
+from .erasure import Erasure
+from .keys import CONVERSATION_ID, Keys, new_id
 from .limits import Limits
 
 LAST_MESSAGE_CHARS = 500
-BATCH = 100  # conversations per round trip when sweeping, purging or exporting
+BATCH = 100  # conversations per round trip when exporting
 # An index entry without its hash is removed only once it is this old: a cluster pipeline may
 # write the index entry of a new conversation a moment before the conversation itself.
 ORPHAN_GRACE_MS = 60 * 1000
-CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CURSOR = re.compile(r"([0-9]{1,16}):([A-Za-z0-9_-]{1,64})")
-
-
-def new_id() -> str:
-    """A new conversation or message id: 32 hex characters."""
-    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -61,10 +55,19 @@ class Conversations:
     """Conversations and what points at them. Each conversation's two keys share its hash tag,
     so every script touches a single slot."""
 
-    def __init__(self, client, keys: Keys, clock: Clock, retention_ms: int | None, counts: Counts, limits: Limits):
+    def __init__(
+        self,
+        client,
+        keys: Keys,
+        clock: Clock,
+        retention_ms: int | None,
+        counts: Counts,
+        limits: Limits,
+        erasure: Erasure,
+    ):
         self.client, self.keys, self.clock = client, keys, clock
         self.retention_ms = retention_ms  # None: conversations are kept until deleted
-        self.counts, self.limits = counts, limits
+        self.counts, self.limits, self.erasure = counts, limits, erasure
 
     def id_for_session(self, session_id: str) -> str:
         """The conversation id of session_id, created atomically on first use."""
@@ -172,7 +175,7 @@ class Conversations:
 
     def page(self, limit: int, cursor: str | None = None) -> Page:
         """A page of summaries, newest updatedAt first, in O(log N + limit)."""
-        self.sweep()
+        self.erasure.sweep()
         index = self.keys.index()
         pipe = self.client.pipeline(transaction=False)
         if cursor is None:
@@ -207,7 +210,7 @@ class Conversations:
         missing = [(cid, score) for (cid, score), fields in zip(entries, found, strict=True) if not fields]
         orphans = [cid for cid, score in missing if score < self.clock.now_ms() - ORPHAN_GRACE_MS]
         if orphans:
-            self._delete(orphans)
+            self.erasure.delete_many(orphans)
         return [summary_from_hash(fields) for fields in found if fields]
 
     def of_session(self, session_id: str) -> dict | None:
@@ -223,61 +226,6 @@ class Conversations:
         found = self._threads([conversation_id])
         return found[0] if found else None
 
-    def delete(self, conversation_id: str) -> bool:
-        """Remove a conversation, its messages, its session mapping and index entry."""
-        if not CONVERSATION_ID.fullmatch(conversation_id):
-            return False
-        return self._delete([conversation_id])[0]
-
-    def _delete(self, conversation_ids: list[str]) -> list[bool]:
-        """Delete conversations and everything that points at them, in two round trips whatever
-        their number; for each, whether anything of it existed."""
-        pipe = self.client.pipeline(transaction=False)
-        for conversation_id in conversation_ids:
-            keys = [self.keys.conversation(conversation_id), self.keys.messages(conversation_id)]
-            scripts.run(pipe, scripts.DELETE_CONVERSATION, keys)
-        sessions = pipe.execute()
-        pipe = self.client.pipeline(transaction=False)
-        for conversation_id in conversation_ids:
-            pipe.zrem(self.keys.index(), conversation_id)
-        scripts.run(
-            pipe, scripts.FORGET_MESSAGES, [self.keys.message_counts(), self.keys.message_total()], conversation_ids
-        )
-        for conversation_id, session_id in zip(conversation_ids, sessions, strict=True):
-            if session_id:
-                scripts.run(pipe, scripts.UNMAP_SESSION, [self.keys.session(session_id)], [conversation_id])
-        in_index = pipe.execute()[: len(conversation_ids)]
-        return [bool(session_id) or bool(removed) for session_id, removed in zip(sessions, in_index, strict=True)]
-
-    def erase_session(self, session_id: str) -> tuple[bool, str | None]:
-        """Delete everything stored for one end user: the session's conversation with its
-        messages, the session mapping and the session's message-quota counter.
-
-        Returns whether anything existed, and the id of the conversation the session had.
-        """
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.session(session_id))
-        pipe.delete(self.keys.session(session_id))
-        pipe.delete(self.keys.session_quota(session_id))
-        conversation_id, *deleted = pipe.execute()
-        existed = any(deleted)
-        if conversation_id:
-            existed = self._delete([conversation_id])[0] or existed
-        return existed, conversation_id
-
-    def purge_idle(self, idle_before_ms: int) -> int:
-        """Delete every conversation last updated before idle_before_ms, oldest first, in
-        batches; the number of index entries removed (data already expired included)."""
-        removed = 0
-        while ids := self.client.zrangebyscore(self.keys.index(), "-inf", f"({idle_before_ms}", start=0, num=BATCH):
-            self._delete(ids)
-            removed += len(ids)
-        return removed
-
-    def sweep(self) -> int:
-        """Remove the conversations idle for longer than the retention (no-op without one)."""
-        return self.purge_idle(self.clock.now_ms() - self.retention_ms) if self.retention_ms else 0
-
     def export(self, updated_since: int = 0) -> Iterator[tuple[dict, list[dict]]]:
         """(summary, messages) of every conversation updated at or after updated_since (ms),
         least recently updated first, read BATCH conversations per round trip so that memory
@@ -286,7 +234,7 @@ class Conversations:
         A conversation updated while the export runs moves to the end of the index, so it may
         come twice (the later copy is newer); one deleted meanwhile may be missing.
         """
-        self.sweep()
+        self.erasure.sweep()
         score, skip = updated_since, 0  # resume after the first `skip` entries scored `score`
         while True:
             entries = self.client.zrangebyscore(

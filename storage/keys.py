@@ -6,6 +6,18 @@ tests/test_storage_keys.py holds that document against these builders.
 
 from __future__ import annotations
 
+import re
+import uuid
+
+# What a conversation id looks like (new_id makes them): ids from a URL are checked against it
+# before any key is built from them.
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def new_id() -> str:
+    """A new conversation or message id: 32 hex characters."""
+    return uuid.uuid4().hex
+
 
 class Keys:
     """Builds every Redis key under one prefix (REDIS_PREFIX); nothing else formats a key.

@@ -394,7 +394,7 @@ def test_history_of_an_unknown_session_is_empty_and_stores_nothing(client, redis
 
 def test_history_of_a_deleted_conversation_is_empty(app, client):
     conversation_id = post_chat(client).get_json()["conversationId"]
-    assert services.of(app).store.conversations.delete(conversation_id)
+    assert services.of(app).store.erasure.delete(conversation_id)
     assert get_history(client).get_json() == {"messages": []}
 
 

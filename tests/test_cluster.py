@@ -184,7 +184,7 @@ def test_export_erasure_stats_and_retention_work_on_redis_cluster(make_app, clus
     assert (stats["conversations"], stats["messages"]) == (14, 28)
     assert stats["lastHour"]["chatRequests"] == 15 and stats["lastHour"]["outputTokens"] > 0
 
-    assert services.of(app).store.conversations.purge_idle(services.of(app).store.clock.now_ms() + 1) == 14
+    assert services.of(app).store.erasure.purge_idle(services.of(app).store.clock.now_ms() + 1) == 14
     assert client.get("/v1/admin/stats", headers=admin).get_json()["messages"] == 0
 
 

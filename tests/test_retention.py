@@ -105,7 +105,7 @@ def test_purge_deletes_only_conversations_idle_since_before_the_cutoff(app, clie
     store.clock.seconds = lambda: now
     recent = chat(session="recent")
 
-    assert store.conversations.purge_idle(int((now - 5 * 86400) * 1000)) == 1
+    assert store.erasure.purge_idle(int((now - 5 * 86400) * 1000)) == 1
     assert store.conversations.get(old) is None
     assert store.conversations.get(recent) is not None
     assert not redis_client.exists(store.keys.session("old"))

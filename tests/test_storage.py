@@ -90,7 +90,7 @@ def test_different_prefixes_keep_two_deployments_apart_on_one_redis(redis_server
     assert (page.conversations, page.total, page.next_cursor) == ([], 0, None)
     assert b.conversations.get(conversation_id) is None
     assert b.conversations.id_for_session("shared-session") != conversation_id
-    assert b.conversations.delete(conversation_id) is False
+    assert b.erasure.delete(conversation_id) is False
     assert a.conversations.get(conversation_id) is not None
     assert a.conversations.page(10).total == 1
 
@@ -121,7 +121,7 @@ def test_different_sessions_resolve_to_different_conversations(store, redis_clie
 
 def test_assistant_message_to_a_deleted_conversation_does_not_recreate_it(store, redis_client):
     conversation_id = start_conversation(store, "s-1")
-    assert store.conversations.delete(conversation_id)
+    assert store.erasure.delete(conversation_id)
 
     assert store.conversations.append_message(conversation_id, "s-1", "assistant", "late reply") == []
     assert store.conversations.get(conversation_id) is None

@@ -1,8 +1,7 @@
-"""The application factory: settings, the services built from them, and the blueprints."""
+"""The application factory: settings, the objects built from them (each module's init_app), hooks and blueprints."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 
@@ -13,16 +12,13 @@ import cli
 import connections
 import cors
 import dashboard
-import embedded_redis
 import errors
-import llm
 import logs
 import requestlog
 import services
-import storage
 from admin import admin
 from chat import chat
-from config import Settings, load_settings
+from config import load_settings
 from public import public
 
 # Anything larger is refused before a view reads it (the chat routes allow far less: chat.py).
@@ -47,7 +43,8 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
             app.wsgi_app, settings.trusted_proxy_count, settings.trusted_proxy_networks
         )
     logs.configure(app.logger, settings.log_format)
-    app.extensions[services.EXTENSION] = build_services(settings, app.logger)
+    services.init_app(app, settings)
+    auth.init_app(app)
 
     # Hooks run in registration order: the request id first, so every refusal is logged with one.
     requestlog.init_app(app)
@@ -57,23 +54,6 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(public)
     app.register_blueprint(chat)
     app.register_blueprint(admin)
-    app.register_blueprint(dashboard.dashboard)
+    dashboard.init_app(app)
     app.cli.add_command(cli.ocw)
     return app
-
-
-def build_services(settings: Settings, logger: logging.Logger) -> services.Services:
-    """Everything the requests share, built once per process; the embedded Redis is started
-    when REDIS_URL is unset."""
-    redis_url = settings.redis_url or embedded_redis.ensure_running(settings.data_dir, settings.env)
-    client = storage.connect(redis_url, tls_verify=settings.redis_tls_verify)
-    return services.Services(
-        settings=settings,
-        store=storage.Storage(client, settings.redis_prefix, retention_ms=settings.retention_ms),
-        model=llm.from_settings(settings, logger),
-        widget_keys=auth.KeyRing(settings.widget_keys),
-        admin_keys=auth.KeyRing(settings.admin_keys),
-        allowed_origins=cors.AllowedOrigins(settings.cors_origins),
-        open_requests=connections.OpenRequests(),
-        dashboard_cookies=dashboard.DashboardCookies(dashboard.session_secret(settings), settings.admin_keys),
-    )

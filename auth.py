@@ -9,12 +9,15 @@ import hashlib
 import hmac
 import ipaddress
 import re
+from typing import NamedTuple
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import services
 from errors import json_error
+
+EXTENSION = "ocw.auth"
 
 
 def _digest(key: str) -> bytes:
@@ -47,6 +50,28 @@ class KeyRing:
         for digest in self._digests:
             matched |= hmac.compare_digest(digest, candidate)
         return matched and bool(presented)
+
+
+class KeyRings(NamedTuple):
+    """The key rings of the two roles."""
+
+    widget: KeyRing
+    admin: KeyRing
+
+
+def init_app(app: Flask) -> None:
+    """Build the key rings of WIDGET_API_KEY and ADMIN_API_KEY, once per process."""
+    settings = services.of(app).settings
+    app.extensions[EXTENSION] = KeyRings(KeyRing(settings.widget_keys), KeyRing(settings.admin_keys))
+
+
+def _key_rings() -> KeyRings:
+    return current_app.extensions[EXTENSION]
+
+
+def admin_keys() -> KeyRing:
+    """ADMIN_API_KEY's keys (false when none is configured)."""
+    return _key_rings().admin
 
 
 def bearer_token() -> str | None:
@@ -142,12 +167,12 @@ def widget_key() -> tuple[str | None, bool]:
     """(the presented widget key, whether it is one of WIDGET_API_KEY's keys): from
     `X-Api-Key`, `X-Widget-Api-Key` (the original widget's header) or `Authorization: Bearer`."""
     presented = presented_key(("X-Api-Key", "X-Widget-Api-Key"))
-    return presented, services.current().widget_keys.accepts(presented)
+    return presented, _key_rings().widget.accepts(presented)
 
 
 def admin_guard():
     """The admin blueprint's hook: 503 when no admin key is configured, else the admin key."""
-    keys = services.current().admin_keys
+    keys = admin_keys()
     if not keys:
         return json_error(503, "ADMIN_API_KEY is not configured on this deployment")
     presented = presented_key(("X-Admin-Api-Key",))

@@ -6,8 +6,10 @@ import ipaddress
 import math
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_SYSTEM_PROMPT = "You are a concise and helpful AI assistant embedded in a support chat widget."
@@ -323,3 +325,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if read.problems:
         raise ConfigError(read.problems)
     return settings
+
+
+def dashboard_secret(settings: Settings) -> str:
+    """What signs the dashboard's cookies: SECRET_KEY; in development without one, a secret
+    generated once and kept in DATA_DIR (so sign-ins survive restarts)."""
+    if settings.secret_key:
+        return settings.secret_key
+    if settings.production:
+        # Configuration requires SECRET_KEY whenever ADMIN_API_KEY is set, so this deployment has
+        # no admin key: every dashboard page answers 503 and nothing is ever signed.
+        return secrets.token_urlsafe(48)
+    path = Path(settings.data_dir) / "secret-key"
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Written aside, then linked into place: of several workers starting at once, one wins
+        # and they all read the same secret.
+        draft = path.with_name(f".secret-key.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()

@@ -23,6 +23,7 @@ from errors import json_error
 
 # Requests a client can open without holding anything that matters (monitoring).
 EXEMPT_PATHS = ("/health", "/ready")
+EXTENSION = "ocw.connections"
 
 
 class OpenRequests:
@@ -58,7 +59,7 @@ def _admit_connection():
         return None
     if settings.client_max_open_requests and request.path not in EXEMPT_PATHS:
         client = auth.client_ip()
-        if not services.current().open_requests.open(client, settings.client_max_open_requests):
+        if not current_app.extensions[EXTENSION].open(client, settings.client_max_open_requests):
             current_app.logger.warning(
                 "429 %s: %d requests already open from %s", request.method, settings.client_max_open_requests, client
             )
@@ -77,7 +78,7 @@ def _release_connection(response):
         request.environ["gunicorn.socket"].settimeout(g.pop("body_socket_timeout"))
     client = g.pop("open_request_client", None)
     if client is not None:
-        open_requests = services.current().open_requests
+        open_requests = current_app.extensions[EXTENSION]
         response.call_on_close(lambda: open_requests.close(client))
     return response
 
@@ -122,6 +123,7 @@ def peer_closed(client: socket.socket | None) -> bool:
 
 def init_app(app: Flask) -> None:
     """Register after requestlog (so refusals are logged with an id) and before the blueprints."""
+    app.extensions[EXTENSION] = OpenRequests()
     app.before_request(_admit_connection)
     app.after_request(_release_connection)
     app.register_error_handler(ClientDisconnected, _body_stopped)

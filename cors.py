@@ -19,6 +19,7 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 HSTS = "max-age=31536000; includeSubDomains"
+EXTENSION = "ocw.cors"
 
 
 SUBDOMAIN_LABELS = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*")
@@ -50,7 +51,7 @@ class AllowedOrigins:
 
 def origin_allowed(origin: str) -> bool:
     """An origin of CORS_ORIGIN (AllowedOrigins), or our own origin, which always passes."""
-    return origin in services.current().allowed_origins or origin == request.host_url.rstrip("/")
+    return origin in current_app.extensions[EXTENSION] or origin == request.host_url.rstrip("/")
 
 
 def _refuse_foreign_origins():
@@ -84,6 +85,8 @@ def _add_headers(response):
 
 
 def init_app(app: Flask) -> None:
+    """The origin check and the headers of every response, with CORS_ORIGIN read once."""
+    app.extensions[EXTENSION] = AllowedOrigins(services.of(app).settings.cors_origins)
     if not services.of(app).settings.cors_origins:
         app.logger.warning("CORS_ORIGIN is not set: no browser on another origin can use the widget")
     app.before_request(_refuse_foreign_origins)

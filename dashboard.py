@@ -18,13 +18,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-from flask import Blueprint, current_app, g, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, current_app, g, make_response, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
 
@@ -33,7 +31,7 @@ import ops
 import services
 import storage
 from chat import SESSION_ID, SESSION_ID_RULE
-from config import Settings
+from config import dashboard_secret
 
 SESSION_COOKIE = "ocw_admin_session"
 LOGIN_COOKIE = "ocw_admin_login"  # the sign-in form's CSRF token, before there is a session
@@ -44,6 +42,7 @@ DEVICE_SECONDS = 180 * 24 * 3600
 LOGIN_MAX_FAILURES = 10  # per client address (or known device) and window; then 429, right key or not
 LOGIN_WINDOW_MS = 15 * 60 * 1000
 PAGE_SIZE = 50
+EXTENSION = "ocw.dashboard"
 SIGNER = {"digest_method": hashlib.sha256}  # itsdangerous defaults to SHA-1
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -140,34 +139,16 @@ def same_token(expected: str, presented: str) -> bool:
     return hmac.compare_digest(expected.encode(), presented.encode("utf-8", "surrogatepass"))
 
 
-def session_secret(settings: Settings) -> str:
-    """SECRET_KEY; in development without one, a secret generated once in the data folder."""
-    if settings.secret_key:
-        return settings.secret_key
-    if settings.production:
-        # Configuration requires SECRET_KEY whenever ADMIN_API_KEY is set, so this deployment has
-        # no admin key: every dashboard page answers 503 and nothing is ever signed.
-        return secrets.token_urlsafe(48)
-    path = Path(settings.data_dir) / "secret-key"
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Written aside, then linked into place: of several workers starting at once, one wins
-        # and they all read the same secret.
-        draft = path.with_name(f".secret-key.{os.getpid()}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_urlsafe(48))
-        try:
-            os.link(draft, path)
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
-    return path.read_text().strip()
+def init_app(app: Flask) -> None:
+    """The dashboard's blueprint, with its cookie signer built once per process."""
+    settings = services.of(app).settings
+    app.extensions[EXTENSION] = DashboardCookies(dashboard_secret(settings), settings.admin_keys)
+    app.register_blueprint(dashboard)
 
 
-def cookies() -> DashboardCookies:
-    return services.current().dashboard_cookies
+def cookies(app: Flask | None = None) -> DashboardCookies:
+    """The cookie signer of app (default: the current app)."""
+    return (app if app is not None else current_app).extensions[EXTENSION]
 
 
 def cookie_flags() -> dict:
@@ -211,7 +192,7 @@ def guard():
     POST but the sign-in, the session's CSRF token."""
     if request.endpoint == "dashboard.static":
         return None
-    if not services.current().admin_keys:
+    if not auth.admin_keys():
         return error_page(503, "Dashboard unavailable", "ADMIN_API_KEY is not configured on this deployment.")
     cookie = request.cookies.get(SESSION_COOKIE)
     g.admin = cookies().read(cookie)
@@ -295,7 +276,7 @@ def login():
             headers={"Retry-After": str(retry_after)},
         )
     presented = request.form.get("admin_key", "").strip()
-    if not services.current().admin_keys.accepts(presented):
+    if not auth.admin_keys().accepts(presented):
         store.counts.add("unauthorized")
         current_app.logger.warning(
             "401 dashboard sign-in from %s key=%s", auth.client_ip(), auth.fingerprint(presented)

@@ -1,24 +1,21 @@
-"""What create_app builds once per process and every request uses, kept in one place.
+"""What every request uses, built once per process: the settings, the storage and the model.
 
 `app.extensions["ocw"]` holds one Services; views reach it through current(), tests and the
-server hooks through of(app). Building it is create_app's job (app.build_services).
+server hooks through of(app). The modules with objects of their own (auth's key rings, cors's
+origins, connections' counts, the dashboard's cookie signer) keep them the same way, each
+through its own init_app.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
-if TYPE_CHECKING:  # types only: the modules below use this one at run time
-    import storage
-    from auth import KeyRing
-    from config import Settings
-    from connections import OpenRequests
-    from cors import AllowedOrigins
-    from dashboard import DashboardCookies
-    from llm import Model
+import embedded_redis
+import llm
+import storage
+from config import Settings
 
 EXTENSION = "ocw"
 
@@ -29,12 +26,18 @@ class Services:
 
     settings: Settings
     store: storage.Storage
-    model: Model
-    widget_keys: KeyRing
-    admin_keys: KeyRing
-    allowed_origins: AllowedOrigins
-    open_requests: OpenRequests
-    dashboard_cookies: DashboardCookies
+    model: llm.Model
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Build the services of app; the embedded Redis is started when REDIS_URL is unset."""
+    redis_url = settings.redis_url or embedded_redis.ensure_running(settings.data_dir, settings.env)
+    client = storage.connect(redis_url, tls_verify=settings.redis_tls_verify)
+    app.extensions[EXTENSION] = Services(
+        settings=settings,
+        store=storage.Storage(client, settings.redis_prefix, retention_ms=settings.retention_ms),
+        model=llm.from_settings(settings, app.logger),
+    )
 
 
 def of(app: Flask) -> Services:

@@ -29,6 +29,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .event_stream import chat_deltas, finish_reason, output_tokens
+from .prompt import build_prompt
 from .reply_stream import ReplyStream, StreamFacts
 from .transport import Transport, as_upstream_error, hang_up, release, retry_after_seconds, socket_of
 
@@ -47,6 +48,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamStatusError",
     "UpstreamTimeout",
+    "build_prompt",
     "estimate_tokens",
     "from_settings",
 ]

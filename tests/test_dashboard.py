@@ -101,7 +101,7 @@ def test_the_session_records_an_hmac_of_the_key_not_the_key_or_a_short_hash(app)
     payload = serializer.loads(session_cookie(client).value)
     assert set(payload) == {"key", "csrf", "sid"}
     assert len(payload["key"]) == 64 and ADMIN_KEY not in json.dumps(payload)
-    assert payload["key"] == services.of(app).dashboard_cookies.fingerprint(ADMIN_KEY)
+    assert payload["key"] == dashboard.cookies(app).fingerprint(ADMIN_KEY)
 
 
 def test_signed_in_admin_at_the_root_goes_to_the_conversations(app):
@@ -224,7 +224,7 @@ def refused(client) -> bool:
 def test_a_forged_tampered_or_expired_cookie_is_refused(app, tamper):
     client = signed_in(app)
     genuine = session_cookie(client).value
-    fingerprint = services.of(app).dashboard_cookies.fingerprint(ADMIN_KEY)
+    fingerprint = dashboard.cookies(app).fingerprint(ADMIN_KEY)
     value = {
         "flip a character": genuine[:-3] + ("A" if genuine[-3] != "A" else "B") + genuine[-2:],
         "other secret": forge({"key": fingerprint, "csrf": "x"}, secret="another-secret-of-32-characters-or-more"),

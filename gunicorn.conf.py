@@ -15,7 +15,6 @@ from gunicorn.glogging import Logger
 
 import drain
 import logs
-import services
 from config import ConfigError, load_settings
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -103,6 +102,10 @@ def post_worker_init(worker):
     closes a kept-alive connection only after a request that began once the worker was stopping,
     so a stream that began before would leave its connection to the stopping worker open.
     """
+    # Imported here, in the worker once gevent has patched it: services brings redis-py and
+    # requests, which import ssl, and the master must not (see logs.py).
+    import services
+
     seconds = services.of(worker.wsgi).settings.shutdown_drain_seconds
     stop_accepting = worker.handle_exit
 

@@ -228,3 +228,11 @@ def test_production_refuses_the_data_folder_of_a_running_development_server(star
     assert production.process.wait(timeout=30) == 1
     assert "holds the embedded Redis of a running development service" in production.output()
     assert requests.get(development.url + "/ready", timeout=5).status_code == 200  # untouched
+
+
+def test_the_master_loads_nothing_that_gevent_must_patch_first(start_gunicorn):
+    """gunicorn.conf.py runs in the master, before the gevent workers patch ssl and sockets: a
+    module that imports ssl there (redis-py, requests) makes every worker warn, and may break TLS."""
+    server = start_gunicorn(WEB_CONCURRENCY="2")
+    assert requests.get(server.url + "/ready", timeout=5).status_code == 200
+    assert "MonkeyPatchWarning" not in server.output()

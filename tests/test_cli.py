@@ -29,9 +29,8 @@ COMMANDS = [
 
 
 @pytest.fixture
-def ocw(app):
+def ocw(runner):
     """Run `ocw <args>` through the app's Flask CLI, as `flask --app app` does."""
-    runner = app.test_cli_runner()
     return lambda *args, **kwargs: runner.invoke(args=["ocw", *args], **kwargs)
 
 

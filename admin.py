@@ -1,22 +1,26 @@
-"""The `admin` blueprint: the admin API under /v1/admin, and /metrics at the root, where
-Prometheus looks. Every route needs the admin key (auth.admin_guard)."""
+"""The `admin` blueprint: the admin API under /v1/admin (conversations, erasure, export, stats,
+knowledge documents), and /metrics at the root, where Prometheus looks. Every route needs the
+admin key (auth.admin_guard)."""
 
 from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 import auth
+import knowledge
 import ops
 import services
 import storage
 from chat import SESSION_ID, SESSION_ID_RULE, invalid_session_id_query
 from errors import json_error
+from llm import UpstreamError
 
 LIMIT = re.compile(r"[0-9]{1,3}")
 MILLISECONDS = re.compile(r"[0-9]{1,16}")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+MAX_KNOWLEDGE_BODY_BYTES = 16 * 1024 * 1024
 
 admin = Blueprint("admin", __name__)
 admin.before_request(auth.admin_guard)
@@ -25,10 +29,9 @@ admin.before_request(auth.admin_guard)
 @admin.get("/v1/admin/conversations")
 def list_conversations():
     """A page of conversation summaries, most recently updated first."""
-    raw_limit = request.args.get("limit", "100")
-    limit = int(raw_limit) if LIMIT.fullmatch(raw_limit) else 0
-    if not 1 <= limit <= 200:
-        return json_error(400, "Invalid query", details={"limit": "must be an integer from 1 to 200"})
+    limit = page_limit()
+    if limit is None:
+        return invalid_limit()
     session_id, cursor = request.args.get("sessionId"), request.args.get("cursor")
     try:
         if session_id is not None:
@@ -39,6 +42,17 @@ def list_conversations():
     except storage.InvalidCursor:
         return json_error(400, "Invalid query", details={"cursor": "must be a nextCursor from a previous page"})
     return jsonify(conversations=page.conversations, total=page.total, nextCursor=page.next_cursor)
+
+
+def page_limit() -> int | None:
+    """The `limit` query parameter of a listing (default 100), or None unless it is 1-200."""
+    raw_limit = request.args.get("limit", "100")
+    limit = int(raw_limit) if LIMIT.fullmatch(raw_limit) else 0
+    return limit if 1 <= limit <= 200 else None
+
+
+def invalid_limit():
+    return json_error(400, "Invalid query", details={"limit": "must be an integer from 1 to 200"})
 
 
 def session_conversation(session_id: str):
@@ -97,3 +111,51 @@ def stats():
 def metrics():
     """The stats for Prometheus (which sends the admin key as `Authorization: Bearer`)."""
     return Response(ops.prometheus_text(services.current().store.stats()), content_type=PROMETHEUS_TEXT)
+
+
+# ---- knowledge documents -------------------------------------------------------------------
+
+
+@admin.put("/v1/admin/knowledge/<document_id>")
+def put_document(document_id: str):
+    """Store or replace a knowledge document; its chunks are searched on every chat turn."""
+    # 2 MB of content may take several times that as JSON escapes.
+    request.max_content_length = MAX_KNOWLEDGE_BODY_BYTES
+    try:
+        document = knowledge.document(document_id, request.get_json(force=True, silent=True))
+    except knowledge.InvalidDocument as exc:
+        return json_error(400, "Invalid document", details=exc.details)
+    try:
+        chunks = ops.put_document(document)
+    except UpstreamError as exc:
+        current_app.logger.warning("Embedding a knowledge document failed: %s", exc.detail)
+        return json_error(exc.status_code, str(exc))
+    return jsonify(id=document.id, chunks=chunks)
+
+
+@admin.get("/v1/admin/knowledge")
+def list_documents():
+    """A page of knowledge documents (without their content), in id order."""
+    limit, cursor = page_limit(), request.args.get("cursor")
+    if limit is None:
+        return invalid_limit()
+    if cursor is not None and not knowledge.DOCUMENT_ID.fullmatch(cursor):
+        return json_error(400, "Invalid query", details={"cursor": "must be a nextCursor from a previous page"})
+    documents, next_cursor = services.current().store.knowledge.page(limit, cursor)
+    return jsonify(documents=documents, nextCursor=next_cursor)
+
+
+@admin.get("/v1/admin/knowledge/<document_id>")
+def get_document(document_id: str):
+    valid = knowledge.DOCUMENT_ID.fullmatch(document_id)
+    found = services.current().store.knowledge.get(document_id) if valid else None
+    if found is None:
+        return json_error(404, "Document not found")
+    return jsonify(found)
+
+
+@admin.delete("/v1/admin/knowledge/<document_id>")
+def delete_document(document_id: str):
+    if not knowledge.DOCUMENT_ID.fullmatch(document_id) or not ops.delete_document(document_id):
+        return json_error(404, "Document not found")
+    return "", 204

@@ -1,6 +1,7 @@
 """Who is calling, and with which key: widget and admin key checks, client identity behind
-proxies, and the admin blueprint's hook (`admin_guard`). The chat blueprint's admission, which
-also counts quotas and budgets, is chat.admit.
+proxies, the admin blueprint's hook (`admin_guard`), and the dashboard's signed cookies, which
+carry a fingerprint of the admin key they were opened with. The chat blueprint's admission,
+which also counts quotas and budgets, is chat.admit.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ import hashlib
 import hmac
 import ipaddress
 import re
+import secrets
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from flask import Flask, current_app, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import services
@@ -181,3 +185,91 @@ def admin_guard():
         services.current().store.counts.add("unauthorized")
         return unauthorized(presented)
     return None
+
+
+# ---- the dashboard's signed cookies ---------------------------------------------------------
+
+SESSION_SECONDS = 8 * 3600
+LOGIN_FORM_SECONDS = 3600
+DEVICE_SECONDS = 180 * 24 * 3600
+SIGNER = {"digest_method": hashlib.sha256}  # itsdangerous defaults to SHA-1
+
+
+@dataclass(frozen=True)
+class AdminSession:
+    """A validly signed sign-in: which key it was opened with (as an HMAC), its CSRF token, and
+    the id under which Redis keeps it open."""
+
+    key_fingerprint: str
+    csrf: str
+    session_id: str
+
+
+class DashboardCookies:
+    """Issues and checks the dashboard's signed cookies: the session, the sign-in form's token
+    and the device that signed in before."""
+
+    def __init__(self, secret: str, admin_keys: tuple[str, ...]):
+        self._sessions = URLSafeTimedSerializer(secret, salt="ocw-dashboard-session", signer_kwargs=SIGNER)
+        self._login_forms = URLSafeTimedSerializer(secret, salt="ocw-dashboard-login", signer_kwargs=SIGNER)
+        self._devices = URLSafeTimedSerializer(secret, salt="ocw-dashboard-device", signer_kwargs=SIGNER)
+        # A key derived for fingerprints only, so they never equal any signature of the serializers.
+        self._fingerprint_key = hmac.new(secret.encode(), b"ocw-dashboard-key-fingerprint", hashlib.sha256).digest()
+        # The fingerprints of the configured keys, compared as API keys are.
+        self._active = KeyRing([self.fingerprint(key) for key in admin_keys])
+
+    def fingerprint(self, key: str) -> str:
+        """HMAC-SHA256 of an admin key: without SECRET_KEY it can be neither reversed nor guessed."""
+        return hmac.new(self._fingerprint_key, key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+    def issue(self, admin_key: str) -> tuple[str, str]:
+        """(the cookie value, the session id) of a new session opened with admin_key."""
+        session_id = secrets.token_urlsafe(24)
+        cookie = self._sessions.dumps(
+            {"key": self.fingerprint(admin_key), "csrf": secrets.token_urlsafe(32), "sid": session_id}
+        )
+        return cookie, session_id
+
+    def read(self, cookie: str | None) -> AdminSession | None:
+        """The session of a cookie, or None if it is missing, forged, tampered with, expired, or
+        was opened with a key that is no longer configured. Whether it is still open (not signed
+        out) is Redis's to say (storage.Storage.dashboard_sessions)."""
+        data = self._signed(self._sessions, cookie, SESSION_SECONDS, ("key", "csrf", "sid"))
+        return AdminSession(data["key"], data["csrf"], data["sid"]) if data else None
+
+    def device_cookie(self, admin_key: str) -> str:
+        """The cookie that marks this browser as one that signed in with admin_key."""
+        return self._devices.dumps({"key": self.fingerprint(admin_key), "device": secrets.token_urlsafe(24)})
+
+    def device(self, cookie: str | None) -> str | None:
+        """The device id of a valid device cookie whose key is still configured, else None."""
+        data = self._signed(self._devices, cookie, DEVICE_SECONDS, ("key", "device"))
+        return data["device"] if data else None
+
+    def _signed(self, serializer, cookie: str | None, max_age: int, fields: tuple[str, ...]) -> dict | None:
+        """The fields of a cookie signed by serializer, younger than max_age seconds and opened
+        with a key that is configured now; None for anything else."""
+        try:
+            data = serializer.loads(cookie or "", max_age=max_age)
+        except BadSignature:  # SignatureExpired is one too
+            return None
+        if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in fields):
+            return None
+        return data if self._active.accepts(data["key"]) else None
+
+    def login_form_token(self) -> tuple[str, str]:
+        """(token for the form's hidden field, signed copy for the cookie)."""
+        token = secrets.token_urlsafe(32)
+        return token, self._login_forms.dumps(token)
+
+    def login_form_valid(self, cookie: str | None, field: str) -> bool:
+        """True if field is the token signed into cookie, and the form is less than an hour old."""
+        try:
+            token = self._login_forms.loads(cookie or "", max_age=LOGIN_FORM_SECONDS)
+        except BadSignature:
+            return False
+        return isinstance(token, str) and same_token(token, field)
+
+
+def same_token(expected: str, presented: str) -> bool:
+    return hmac.compare_digest(expected.encode(), presented.encode("utf-8", "surrogatepass"))

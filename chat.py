@@ -24,6 +24,7 @@ import services
 import storage
 from connections import peer_closed
 from errors import json_error
+from knowledge import Passage
 from llm import UpstreamError, build_prompt, estimate_tokens
 from services import Services
 
@@ -68,6 +69,7 @@ class ChatRequest:
     # Sent again after a failed reply: not stored twice if it is still the unanswered last message.
     retry: bool = False
     conversation_id: str | None = None  # the session's conversation, if it already has one
+    knowledge_version: str | None = None  # None while there are no knowledge documents
 
 
 class InvalidBody(Exception):
@@ -162,7 +164,9 @@ def admit():
     if admission.verdict in REFUSALS:
         return json_error(*REFUSALS[admission.verdict], headers=retry_after)
     if chat_request is not None and request.view_args is not None:
-        request.view_args["chat_request"] = replace(chat_request, conversation_id=admission.conversation_id)
+        request.view_args["chat_request"] = replace(
+            chat_request, conversation_id=admission.conversation_id, knowledge_version=admission.knowledge_version
+        )
     return None
 
 
@@ -177,6 +181,7 @@ class Turn:
     conversation_id: str
     prompt: list[dict]  # OpenAI chat messages: the system message, then the alternating history
     reserved_tokens: int  # of the daily budget, settled when the reply is stored
+    sources: list[dict]  # the knowledge documents given to the model: {"id", "title", "url"} each
 
 
 def start_turn(chat_request: ChatRequest, ocw: Services) -> Turn:
@@ -199,8 +204,30 @@ def start_turn(chat_request: ChatRequest, ocw: Services) -> Turn:
             chat_request.message,
             history=settings.max_history_messages,
         )
-    prompt = build_prompt(settings.system_prompt, recent, settings.max_history_chars)
-    return Turn(chat_request.session_id, conversation_id, prompt, settings.limits.turn_token_reservation)
+    passages = find_passages(chat_request.knowledge_version, recent, ocw)
+    prompt = build_prompt(settings.system_prompt, recent, settings.max_history_chars, passages)
+    sources = list({p.document_id: {"id": p.document_id, "title": p.title, "url": p.url} for p in passages}.values())
+    return Turn(chat_request.session_id, conversation_id, prompt, settings.limits.turn_token_reservation, sources)
+
+
+def find_passages(knowledge_version: str | None, recent: list[dict], ocw: Services) -> list[Passage]:
+    """The knowledge passages for a turn (none while there are no documents): searched with the
+    visitor's new message and the one before it, so that "and how much is it?" still finds what
+    "it" was. With EMBEDDING_MODEL, the query's embedding is one more call to the upstream; if
+    that call fails, the lexical ranking alone answers."""
+    if knowledge_version is None:
+        return []
+    index = ocw.library.index(knowledge_version, ocw.store.knowledge.chunks)
+    if not index:
+        return []
+    query = "\n".join([m["content"] for m in recent if m["role"] == "user"][-2:])
+    vector = None
+    if ocw.embedder is not None:
+        try:
+            vector = ocw.embedder.embed([query])[0]
+        except UpstreamError as exc:
+            current_app.logger.warning("Query embedding failed, ranking lexically: %s", exc.detail)
+    return index.search(query, ocw.settings.knowledge_top_k, vector)
 
 
 def final_text(reply: str) -> str:
@@ -246,10 +273,14 @@ def chat_reply(chat_request: ChatRequest):
         output_tokens=tokens,
         finish_reason=stopped_early,
         reserved_tokens=turn.reserved_tokens,
+        sources=turn.sources,
     )
+    body: dict = {"conversationId": turn.conversation_id, "message": reply}
     if stopped_early:
-        return jsonify(conversationId=turn.conversation_id, message=reply, finishReason=stopped_early)
-    return jsonify(conversationId=turn.conversation_id, message=reply)
+        body["finishReason"] = stopped_early
+    if turn.sources:
+        body["sources"] = turn.sources
+    return jsonify(body)
 
 
 @chat.post("/v1/chat/stream")
@@ -331,8 +362,11 @@ def relay_reply(
             output_tokens=tokens,
             finish_reason=stopped_early,
             reserved_tokens=turn.reserved_tokens,
+            sources=turn.sources,
         )
         stored = True
+        if turn.sources:
+            yield ndjson(type="sources", sources=turn.sources)  # clients ignore types they do not know
         if stopped_early:
             yield ndjson(type="done", message=text, conversationId=turn.conversation_id, finishReason=stopped_early)
         else:
@@ -365,6 +399,7 @@ def relay_reply(
                     interrupted=True,
                     output_tokens=estimate_tokens(partial),
                     reserved_tokens=turn.reserved_tokens,
+                    sources=turn.sources,
                 )
             elif not stored:
                 ocw.store.limits.release_tokens(turn.reserved_tokens)

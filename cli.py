@@ -18,6 +18,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
+import knowledge
 import ops
 import services
 import storage
@@ -65,7 +66,7 @@ YES = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmatio
 
 @click.group("ocw")
 def ocw():
-    """Operate an Open Chat Widget deployment: keys, conversations, erasure, purge, checks."""
+    """Operate an Open Chat Widget deployment: keys, conversations, erasure, purge, knowledge, checks."""
 
 
 @ocw.command()
@@ -183,6 +184,71 @@ def purge(days: float, yes: bool):
     the_app()
     confirm(f"Delete every conversation idle for more than {days:g} days?", yes)
     click.echo(f"Purged {ops.purge(days)} conversations idle for more than {days:g} days")
+
+
+# ---- knowledge -----------------------------------------------------------------------------
+
+
+@ocw.group("knowledge")
+def knowledge_group():
+    """The documents the bot answers from: add, list, delete."""
+
+
+@knowledge_group.command("add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def knowledge_add(paths: tuple[Path, ...]):
+    """Store files, or folders of .md, .txt and .html files, as knowledge documents.
+
+    A document's id is its path relative to the folder given (a file given alone: its name),
+    with characters other than A-Z a-z 0-9 . _ : - replaced by -; its title is its first
+    heading (HTML: its <title>), else its file name. Adding a file again replaces it.
+    """
+    the_app()
+    files = [(path, path.name) for path in paths if path.is_file()]
+    for folder in (path for path in paths if path.is_dir()):
+        found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in knowledge.FILE_FORMATS)
+        files += [(p, p.relative_to(folder).as_posix()) for p in found]
+    failed = 0
+    for path, name in files:
+        try:
+            document = knowledge.from_file(name, path.read_text(encoding="utf-8", errors="replace"))
+            chunks = ops.put_document(document)
+        except knowledge.InvalidDocument as exc:
+            failed += 1
+            click.echo(f"FAIL {path}: " + "; ".join(f"{k} {v}" for k, v in exc.details.items()), err=True)
+        except UpstreamError as exc:
+            failed += 1
+            click.echo(f"FAIL {path}: embeddings failed: {exc.detail}", err=True)
+        else:
+            click.echo(f"{document.id}  {chunks} chunks  {document.title}")
+    if failed:
+        raise click.ClickException(f"{failed} of {len(files)} files were not stored")
+
+
+@knowledge_group.command("list")
+def knowledge_list():
+    """Every knowledge document: id, chunks, last update (UTC), title."""
+    store = the_store()
+    cursor = None
+    while True:
+        documents, cursor = store.knowledge.page(200, cursor)
+        for document in documents:
+            updated = datetime.fromtimestamp(document["updatedAt"] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            click.echo(f"{document['id']}  {document['chunks']:>4} chunks  {updated}  {document['title']}")
+        if cursor is None:
+            return
+
+
+@knowledge_group.command("delete")
+@click.argument("document_id")
+@YES
+def knowledge_delete(document_id: str, yes: bool):
+    """Delete one knowledge document."""
+    the_app()
+    confirm(f"Delete knowledge document {document_id}?", yes)
+    if not knowledge.DOCUMENT_ID.fullmatch(document_id) or not ops.delete_document(document_id):
+        raise click.ClickException("Document not found")
+    click.echo(f"Deleted knowledge document {document_id}")
 
 
 # ---- check ---------------------------------------------------------------------------------

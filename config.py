@@ -63,6 +63,9 @@ class Settings:
     max_output_tokens: int | None
     max_history_chars: int
     stream_usage: bool
+    # Knowledge: passages given to the model per turn, and the embeddings model (None: lexical only).
+    knowledge_top_k: int
+    embedding_model: str | None
     llm_timeout_seconds: float
     heartbeat_seconds: float
     # After SIGTERM, streams in flight may go on this long before they are ended (drain.py).
@@ -297,6 +300,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_output_tokens=max_output_tokens,
         max_history_chars=read.number("MAX_HISTORY_CHARS", 24000, minimum=1),
         stream_usage=read.flag("OPENAI_STREAM_USAGE", True),
+        knowledge_top_k=read.number("KNOWLEDGE_TOP_K", 4, minimum=1, maximum=20),
+        embedding_model=read.text("EMBEDDING_MODEL"),
         llm_timeout_seconds=read.number("LLM_TIMEOUT_SECONDS", 60.0, kind=float, minimum=0.1),
         heartbeat_seconds=read.number("STREAM_HEARTBEAT_SECONDS", 15.0, kind=float, minimum=0.05),
         shutdown_drain_seconds=read.number("SHUTDOWN_DRAIN_SECONDS", 20.0, kind=float, minimum=0, maximum=3600),

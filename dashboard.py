@@ -15,35 +15,29 @@ everything stored, so messages show as text.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
-import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, current_app, g, make_response, redirect, render_template, request, url_for
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
 
 import auth
+import knowledge
 import ops
 import services
 import storage
 from chat import SESSION_ID, SESSION_ID_RULE
 from config import dashboard_secret
+from llm import UpstreamError
 
 SESSION_COOKIE = "ocw_admin_session"
 LOGIN_COOKIE = "ocw_admin_login"  # the sign-in form's CSRF token, before there is a session
-SESSION_SECONDS = 8 * 3600
-LOGIN_FORM_SECONDS = 3600
 DEVICE_COOKIE = "ocw_admin_device"  # a browser that signed in with a key before
-DEVICE_SECONDS = 180 * 24 * 3600
 LOGIN_MAX_FAILURES = 10  # per client address (or known device) and window; then 429, right key or not
 LOGIN_WINDOW_MS = 15 * 60 * 1000
 PAGE_SIZE = 50
+MAX_UPLOAD_BYTES = 3 * 1024 * 1024  # a 2 MB document with its form around it
 EXTENSION = "ocw.dashboard"
-SIGNER = {"digest_method": hashlib.sha256}  # itsdangerous defaults to SHA-1
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -59,94 +53,14 @@ dashboard = Blueprint(
 # ---- sessions ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AdminSession:
-    """A validly signed sign-in: which key it was opened with (as an HMAC), its CSRF token, and
-    the id under which Redis keeps it open."""
-
-    key_fingerprint: str
-    csrf: str
-    session_id: str
-
-
-class DashboardCookies:
-    """Issues and checks the dashboard's signed cookies: the session, the sign-in form's token
-    and the device that signed in before."""
-
-    def __init__(self, secret: str, admin_keys: tuple[str, ...]):
-        self._sessions = URLSafeTimedSerializer(secret, salt="ocw-dashboard-session", signer_kwargs=SIGNER)
-        self._login_forms = URLSafeTimedSerializer(secret, salt="ocw-dashboard-login", signer_kwargs=SIGNER)
-        self._devices = URLSafeTimedSerializer(secret, salt="ocw-dashboard-device", signer_kwargs=SIGNER)
-        # A key derived for fingerprints only, so they never equal any signature of the serializers.
-        self._fingerprint_key = hmac.new(secret.encode(), b"ocw-dashboard-key-fingerprint", hashlib.sha256).digest()
-        # The fingerprints of the configured keys, compared as auth compares keys.
-        self._active = auth.KeyRing([self.fingerprint(key) for key in admin_keys])
-
-    def fingerprint(self, key: str) -> str:
-        """HMAC-SHA256 of an admin key: without SECRET_KEY it can be neither reversed nor guessed."""
-        return hmac.new(self._fingerprint_key, key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-
-    def issue(self, admin_key: str) -> tuple[str, str]:
-        """(the cookie value, the session id) of a new session opened with admin_key."""
-        session_id = secrets.token_urlsafe(24)
-        cookie = self._sessions.dumps(
-            {"key": self.fingerprint(admin_key), "csrf": secrets.token_urlsafe(32), "sid": session_id}
-        )
-        return cookie, session_id
-
-    def read(self, cookie: str | None) -> AdminSession | None:
-        """The session of a cookie, or None if it is missing, forged, tampered with, expired, or
-        was opened with a key that is no longer configured. Whether it is still open (not signed
-        out) is Redis's to say (storage.Storage.dashboard_sessions)."""
-        data = self._signed(self._sessions, cookie, SESSION_SECONDS, ("key", "csrf", "sid"))
-        return AdminSession(data["key"], data["csrf"], data["sid"]) if data else None
-
-    def device_cookie(self, admin_key: str) -> str:
-        """The cookie that marks this browser as one that signed in with admin_key."""
-        return self._devices.dumps({"key": self.fingerprint(admin_key), "device": secrets.token_urlsafe(24)})
-
-    def device(self, cookie: str | None) -> str | None:
-        """The device id of a valid device cookie whose key is still configured, else None."""
-        data = self._signed(self._devices, cookie, DEVICE_SECONDS, ("key", "device"))
-        return data["device"] if data else None
-
-    def _signed(self, serializer, cookie: str | None, max_age: int, fields: tuple[str, ...]) -> dict | None:
-        """The fields of a cookie signed by serializer, younger than max_age seconds and opened
-        with a key that is configured now; None for anything else."""
-        try:
-            data = serializer.loads(cookie or "", max_age=max_age)
-        except BadSignature:  # SignatureExpired is one too
-            return None
-        if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in fields):
-            return None
-        return data if self._active.accepts(data["key"]) else None
-
-    def login_form_token(self) -> tuple[str, str]:
-        """(token for the form's hidden field, signed copy for the cookie)."""
-        token = secrets.token_urlsafe(32)
-        return token, self._login_forms.dumps(token)
-
-    def login_form_valid(self, cookie: str | None, field: str) -> bool:
-        """True if field is the token signed into cookie, and the form is less than an hour old."""
-        try:
-            token = self._login_forms.loads(cookie or "", max_age=LOGIN_FORM_SECONDS)
-        except BadSignature:
-            return False
-        return isinstance(token, str) and same_token(token, field)
-
-
-def same_token(expected: str, presented: str) -> bool:
-    return hmac.compare_digest(expected.encode(), presented.encode("utf-8", "surrogatepass"))
-
-
 def init_app(app: Flask) -> None:
     """The dashboard's blueprint, with its cookie signer built once per process."""
     settings = services.of(app).settings
-    app.extensions[EXTENSION] = DashboardCookies(dashboard_secret(settings), settings.admin_keys)
+    app.extensions[EXTENSION] = auth.DashboardCookies(dashboard_secret(settings), settings.admin_keys)
     app.register_blueprint(dashboard)
 
 
-def cookies(app: Flask | None = None) -> DashboardCookies:
+def cookies(app: Flask | None = None) -> auth.DashboardCookies:
     """The cookie signer of app (default: the current app)."""
     return (app if app is not None else current_app).extensions[EXTENSION]
 
@@ -209,7 +123,7 @@ def guard():
         if cookie:
             response.delete_cookie(SESSION_COOKIE, **cookie_flags())
         return response
-    if request.method == "POST" and not same_token(g.admin.csrf, request.form.get("csrf", "")):
+    if request.method == "POST" and not auth.same_token(g.admin.csrf, request.form.get("csrf", "")):
         current_app.logger.warning("403 %s %s: missing or wrong CSRF token", request.method, request.path)
         return error_page(
             403, "Refused", "This form was not sent by the dashboard (its CSRF token is missing or wrong)."
@@ -243,7 +157,7 @@ def login_page(status: int = 200, error: str | None = None, headers: dict | None
     """The sign-in form, with a fresh CSRF token in its hidden field and in a signed cookie."""
     token, signed = cookies().login_form_token()
     response = page("login.html", status, headers, error=error, csrf=token)
-    response.set_cookie(LOGIN_COOKIE, signed, max_age=LOGIN_FORM_SECONDS, **cookie_flags())
+    response.set_cookie(LOGIN_COOKIE, signed, max_age=auth.LOGIN_FORM_SECONDS, **cookie_flags())
     return response
 
 
@@ -284,12 +198,13 @@ def login():
         return login_page(401, "That is not an admin key of this deployment.")
     store.limits.give_back_sign_in_attempt(client)
     cookie, session_id = cookies().issue(presented)
-    store.dashboard_sessions.open(session_id, SESSION_SECONDS * 1000)
+    store.dashboard_sessions.open(session_id, auth.SESSION_SECONDS * 1000)
     current_app.logger.info("Dashboard sign-in from %s key=%s", auth.client_ip(), auth.fingerprint(presented))
     response = redirect(url_for(".conversations"), 303)
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_SECONDS, **cookie_flags())
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=auth.SESSION_SECONDS, **cookie_flags())
     if not device:
-        response.set_cookie(DEVICE_COOKIE, cookies().device_cookie(presented), max_age=DEVICE_SECONDS, **cookie_flags())
+        device_cookie = cookies().device_cookie(presented)
+        response.set_cookie(DEVICE_COOKIE, device_cookie, max_age=auth.DEVICE_SECONDS, **cookie_flags())
     response.delete_cookie(LOGIN_COOKIE, **cookie_flags())
     return response
 
@@ -366,3 +281,51 @@ def export():
 def stats():
     counters = [(name, ops.METRICS[name][1]) for name in storage.COUNTERS]  # (name, what it counts)
     return page("stats.html", stats=services.current().store.stats(), counters=counters)
+
+
+# ---- knowledge -----------------------------------------------------------------------------
+
+
+@dashboard.get("/knowledge")
+def knowledge_page():
+    """The knowledge documents, PAGE_SIZE a page in id order, with the upload form."""
+    cursor = request.args.get("cursor") or None
+    if cursor is not None and not knowledge.DOCUMENT_ID.fullmatch(cursor):
+        return knowledge_listing(400, error="That page link is not valid.")
+    notice = None
+    if request.args.get("stored"):
+        notice = f"Stored {request.args['stored']}."
+    elif request.args.get("deleted"):
+        notice = f"Deleted {request.args['deleted']}."
+    return knowledge_listing(200, cursor, notice=notice)
+
+
+def knowledge_listing(status: int, cursor: str | None = None, **messages):
+    documents, next_cursor = services.current().store.knowledge.page(PAGE_SIZE, cursor)
+    context: dict = {"documents": documents, "next_cursor": next_cursor, "paged": cursor is not None}
+    return page("knowledge.html", status, **context, **messages)
+
+
+@dashboard.post("/knowledge")
+def upload_document():
+    """Store an uploaded file as a knowledge document (knowledge.from_file names it)."""
+    request.max_content_length = MAX_UPLOAD_BYTES
+    upload = request.files.get("document")
+    if upload is None or not upload.filename:
+        return knowledge_listing(400, error="Choose a file to upload.")
+    try:
+        document = knowledge.from_file(upload.filename, upload.read().decode("utf-8", "replace"))
+        ops.put_document(document)
+    except knowledge.InvalidDocument as exc:
+        return knowledge_listing(400, error="; ".join(f"The {k} {v}." for k, v in exc.details.items()))
+    except UpstreamError as exc:
+        current_app.logger.warning("Embedding a knowledge document failed: %s", exc.detail)
+        return knowledge_listing(502, error=f"The embeddings model failed ({exc}); nothing was stored.")
+    return redirect(url_for(".knowledge_page", stored=document.id), 303)
+
+
+@dashboard.post("/knowledge/<document_id>/delete")
+def delete_document(document_id: str):
+    if not knowledge.DOCUMENT_ID.fullmatch(document_id) or not ops.delete_document(document_id):
+        return knowledge_listing(404, error="There is no such document.")
+    return redirect(url_for(".knowledge_page", deleted=document_id), 303)

@@ -1,5 +1,6 @@
 """Operations on stored data, shared by the admin API, the dashboard and the ops CLI: export,
-erasure of one end user's data, deletion, purge, and the stats as Prometheus metrics.
+erasure of one end user's data, deletion, purge, knowledge documents, and the stats as
+Prometheus metrics.
 
 Deletions are logged with ids and counts only, never message content.
 """
@@ -13,6 +14,7 @@ from itertools import chain
 from flask import Response, current_app
 
 import auth
+import knowledge
 import services
 import storage
 
@@ -58,6 +60,31 @@ def purge(idle_days: float) -> int:
     removed = store.erasure.purge_idle(store.clock.now_ms() - round(idle_days * storage.DAY_MS))
     current_app.logger.info("Purged %d conversations idle for more than %g days", removed, idle_days)
     return removed
+
+
+def put_document(document: knowledge.Document) -> int:
+    """Chunk a knowledge document, embed its chunks when EMBEDDING_MODEL is set, and store it
+    (replacing a document of the same id); the number of chunks. Raises llm.UpstreamError when
+    the embeddings call fails (nothing is stored then)."""
+    ocw = services.current()
+    texts = knowledge.chunk(document.content, document.format)
+    chunks: list[dict] = [{"text": text} for text in texts]
+    if ocw.embedder is not None:
+        for start in range(0, len(texts), knowledge.EMBEDDING_BATCH):
+            vectors = ocw.embedder.embed(texts[start : start + knowledge.EMBEDDING_BATCH])
+            for chunk, vector in zip(chunks[start:], vectors, strict=False):
+                chunk["vector"] = knowledge.pack_vector(vector)
+    ocw.store.knowledge.put(document.id, document.title, document.url, document.format, document.content, chunks)
+    current_app.logger.info("Stored knowledge document %s (%d chunks)", document.id, len(chunks))
+    return len(chunks)
+
+
+def delete_document(document_id: str) -> bool:
+    """Delete a knowledge document; False if it was unknown."""
+    deleted = services.current().store.knowledge.delete(document_id)
+    if deleted:
+        current_app.logger.info("Deleted knowledge document %s", document_id)
+    return deleted
 
 
 def export_lines(store: storage.Storage, updated_since: int) -> Iterator[bytes]:

@@ -86,8 +86,10 @@ class OpenAIClient:
         max_output_tokens=None,
         stream_usage=True,
         logger: logging.Logger | None = None,
+        embedding_model: str | None = None,
     ):
         self.model = model
+        self.embedding_model = embedding_model
         self.max_output_tokens = max_output_tokens
         self.stream_usage = stream_usage
         self._api_key = api_key
@@ -101,6 +103,7 @@ class OpenAIClient:
         # requests finds a URL's pool (through a proxy or not) from its prepared form.
         self._completions_url = requests.Request("GET", f"{base_url}/chat/completions").prepare()
         self._models_url = requests.Request("GET", f"{base_url}/models").prepare()
+        self._embeddings_url = requests.Request("GET", f"{base_url}/embeddings").prepare()
 
     def _send(self, method: str, url: requests.PreparedRequest, body: dict | None = None, stream: bool = False):
         """The upstream's 200 response; any other outcome as an UpstreamError.
@@ -178,6 +181,19 @@ class OpenAIClient:
             ) from exc
         return Completion(content if isinstance(content, str) else "", output_tokens(body), finish_reason(choice))
 
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """One embedding per text, in order, from EMBEDDING_MODEL (`POST <base>/embeddings`,
+        OpenAI's embeddings API). Raises UpstreamError."""
+        response = self._send("POST", self._embeddings_url, {"model": self.embedding_model, "input": texts})
+        try:
+            data = sorted(json.loads(response.data)["data"], key=lambda item: item["index"])
+            vectors = [[float(x) for x in item["embedding"]] for item in data]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamProtocolError("The model sent unreadable embeddings") from exc
+        if len(vectors) != len(texts):
+            raise UpstreamProtocolError("The model sent unreadable embeddings", "wrong number of embeddings")
+        return vectors
+
     def list_models(self) -> list[str]:
         """Ids of the models the upstream offers (`GET <base>/models`): proof that it answers
         and accepts the key, at no token cost. Used by the ops CLI's `check`."""
@@ -243,4 +259,5 @@ def from_settings(settings: Settings, logger: logging.Logger) -> Model:
         settings.max_output_tokens,
         settings.stream_usage,
         logger,
+        settings.embedding_model,
     )

@@ -3,12 +3,32 @@ accepts."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-def build_prompt(system_prompt: str, history: list[dict], max_chars: int) -> list[dict]:
-    """OpenAI chat messages for a turn: the system message, then the newest stored messages
+if TYPE_CHECKING:  # a type only: knowledge.py finds the passages
+    from knowledge import Passage
+
+
+KNOWLEDGE_INSTRUCTION = (
+    "Answer from the numbered passages below, which come from this site's own documents. Cite the "
+    "passages you use by their numbers, like [1]. If they do not contain the answer, say that you do "
+    "not know it rather than guessing."
+)
+
+
+def build_prompt(
+    system_prompt: str, history: list[dict], max_chars: int, passages: Sequence[Passage] = ()
+) -> list[dict]:
+    """OpenAI chat messages for a turn: the system message (with the knowledge passages found
+    for the turn, numbered from 1, and how to use them), then the newest stored messages
     (oldest first, `{"role", "content", "interrupted"?}`) whose contents fit in max_chars, made
     strictly alternating (see alternating)."""
-    return [{"role": "system", "content": system_prompt}, *alternating(fit_history(history, max_chars))]
+    system = system_prompt
+    if passages:
+        numbered = "\n\n".join(f"[{n}] {p.title}\n{p.text}" for n, p in enumerate(passages, 1))
+        system = f"{system_prompt}\n\n{KNOWLEDGE_INSTRUCTION}\n\n{numbered}"
+    return [{"role": "system", "content": system}, *alternating(fit_history(history, max_chars))]
 
 
 def fit_history(messages: list[dict], max_chars: int) -> list[dict]:

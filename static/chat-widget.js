@@ -41,6 +41,8 @@
     interrupted: "Reply interrupted",
     // The model stopped before its answer was done (finishReason "length", "content_filter"...).
     cutShort: "This answer was cut short.",
+    // Before the links to the site's documents a reply was given (the "sources" event).
+    sources: "Sources:",
   };
   const ICONS = {
     chat: "M4 4h16a1 1 0 0 1 1 1v11a1 1 0 0 1-1 1H10l-5 4v-4H4a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1z",
@@ -131,6 +133,8 @@
     .message.assistant { align-self: flex-start; background: var(--bubble); border-bottom-left-radius: 4px; }
     .message.user { align-self: flex-end; background: var(--accent-strong); color: #ffffff; border-bottom-right-radius: 4px; }
     .note { display: block; margin-top: 4px; font-size: 12px; font-style: italic; color: var(--muted); }
+    .sources { display: flex; flex-wrap: wrap; gap: 2px 10px; margin-top: 6px; font-size: 12px; color: var(--muted); }
+    .sources a { color: inherit; text-decoration: underline; overflow-wrap: anywhere; }
     .notice { padding: 10px 12px; border-radius: 10px; background: var(--danger-surface); color: var(--danger-text); }
     .retry { margin-inline-start: 8px; font-weight: 600; text-decoration: underline; }
     .typing { display: inline-flex; gap: 4px; padding: 6px 0; }
@@ -214,6 +218,16 @@
   }
 
   /** The configured colour if the browser accepts it as a CSS colour, else the default. */
+  /** An http(s) URL as a string, or null for anything else (javascript:, data:, garbage). */
+  function safeUrl(value) {
+    try {
+      const url = new URL(String(value));
+      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+    } catch {
+      return null;
+    }
+  }
+
   function cssColor(value) {
     return value && CSS.supports("color", value) ? value : DEFAULTS.accentColor;
   }
@@ -387,6 +401,7 @@
             this.addMessage(message.role, message.content, {
               interrupted: message.interrupted === true,
               cutShort: typeof message.finishReason === "string",
+              sources: message.sources,
             });
           }
         }
@@ -415,6 +430,7 @@
       if (!isRetry) this.addMessage("user", text);
       const bubble = this.addMessage("assistant", "", { pending: true });
       let reply = "";
+      let sources = null;
       let finished = false;
       let failure = null;
       try {
@@ -430,11 +446,14 @@
           if (event.type === "token" && typeof event.token === "string") {
             reply += event.token;
             this.setText(bubble, reply);
+          } else if (event.type === "sources") {
+            sources = event.sources; // sent just before "done"
           } else if (event.type === "done" && typeof event.message === "string") {
             reply = event.message;
             finished = true;
             this.setText(bubble, reply);
             if (typeof event.finishReason === "string") bubble.append(el("span", { class: "note", text: TEXT.cutShort }));
+            this.addSources(bubble, sources);
           } else if (event.type === "error") {
             throw new (event.code === "restarting" ? Restarting : Failure)(TEXT.unavailable);
           } // "start", "ping" and types added later need nothing
@@ -489,7 +508,7 @@
       return this.sessionId;
     }
 
-    addMessage(role, text, { interrupted = false, cutShort = false, pending = false } = {}) {
+    addMessage(role, text, { interrupted = false, cutShort = false, pending = false, sources = null } = {}) {
       const speaker = role === "user" ? "You" : this.config.title;
       const bubble = el(
         "div", { class: `message ${role}` },
@@ -499,9 +518,24 @@
       if (pending) bubble.append(el("span", { class: "typing", "aria-hidden": "true" }, el("span"), el("span"), el("span")));
       if (interrupted) bubble.append(el("span", { class: "note", text: TEXT.interrupted }));
       if (cutShort) bubble.append(el("span", { class: "note", text: TEXT.cutShort }));
+      this.addSources(bubble, sources);
       this.log.append(bubble);
       this.scrollToEnd();
       return bubble;
+    }
+
+    /** Links to the site's documents a reply was given ([{id, title, url}]); only http(s) links. */
+    addSources(bubble, sources) {
+      if (!Array.isArray(sources) || !sources.length) return;
+      const list = el("span", { class: "sources" }, el("span", { text: TEXT.sources }));
+      for (const source of sources) {
+        if (!source || typeof source.title !== "string") continue;
+        const url = safeUrl(source.url);
+        list.append(url
+          ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer", text: source.title })
+          : el("span", { text: source.title }));
+      }
+      bubble.append(list);
     }
 
     addFailure(message, text) {

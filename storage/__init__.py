@@ -18,6 +18,7 @@ from .counts import COUNTERS, Counts
 from .dashboard_sessions import DashboardSessions
 from .erasure import Erasure
 from .keys import CONVERSATION_ID, Keys, new_id
+from .knowledge import Knowledge, StoredChunk
 from .limits import Admission, Limits, Verdict
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Admission",
     "InvalidCursor",
     "Page",
+    "StoredChunk",
     "Storage",
     "Verdict",
     "connect",
@@ -80,6 +82,7 @@ class Storage:
             client, self.keys, self.clock, retention_ms, self.counts, self.limits, self.erasure
         )
         self.dashboard_sessions = DashboardSessions(client, self.keys)
+        self.knowledge = Knowledge(client, self.keys, self.clock)
 
     def ping(self) -> bool:
         return bool(self.client.ping())

@@ -86,6 +86,7 @@ class Conversations:
         output_tokens: int = 0,
         finish_reason: str | None = None,
         reserved_tokens: int = 0,
+        sources: list[dict] | None = None,
         pipeline=None,
     ) -> list[dict]:
         """Store a message and return the newest `history` messages (one round trip).
@@ -101,7 +102,7 @@ class Conversations:
         the caller executes it) and nothing is returned.
         """
         created_at = self.clock.now_ms()
-        message: dict[str, str | bool] = {
+        message: dict[str, str | bool | list[dict]] = {
             "_id": new_id(),
             "role": role,
             "content": content,
@@ -110,6 +111,8 @@ class Conversations:
             message["interrupted"] = True
         if finish_reason:
             message["finishReason"] = finish_reason
+        if sources:
+            message["sources"] = sources  # the knowledge documents the reply was given
         creates = role == "user"
         pipe = self.client.pipeline(transaction=False) if pipeline is None else pipeline
         scripts.run(

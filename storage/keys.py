@@ -75,6 +75,26 @@ class Keys:
         """Dashboard sign-in attempts of a client address, or of a known device."""
         return f"{self.prefix}:{{admission}}:login:{client}"
 
+    # ---- knowledge documents (one slot per document) ----
+
+    def knowledge_document(self, document_id: str) -> str:
+        """A knowledge document: its title, url, format, content and chunk count."""
+        return f"{self.prefix}:knowledge:{{{document_id}}}"
+
+    def knowledge_chunks(self, document_id: str) -> str:
+        """A knowledge document's chunks as JSON, in document order."""
+        return f"{self.prefix}:knowledge:{{{document_id}}}:chunks"
+
+    def knowledge_index(self) -> str:
+        """Every knowledge document's id (all scored 0, listed in id order)."""
+        return f"{self.prefix}:knowledge:documents"
+
+    def knowledge_version(self) -> str:
+        """A counter moved by every change to the knowledge documents: workers rebuild their
+        search index when it is not the one they built from. In the {admission} slot, so the
+        admission script reads it for every turn at no extra command."""
+        return f"{self.prefix}:{{admission}}:knowledge-version"
+
     # ---- dashboard ----
 
     def dashboard_session(self, session_id: str) -> str:

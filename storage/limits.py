@@ -28,6 +28,9 @@ class Admission:
     verdict: Verdict
     retry_after_ms: int
     conversation_id: str | None  # the session's conversation, if it already has one
+    # The knowledge documents' version (storage.knowledge), read by the admission script itself;
+    # None while no document was ever stored, so a turn without knowledge costs nothing more.
+    knowledge_version: str | None = None
 
 
 class Limits:
@@ -41,7 +44,8 @@ class Limits:
         """Count a chat request against its client's window and, for a turn of session_id,
         against the session's quota and the daily budgets (config.Limits); look up the session's
         conversation in the same round trip. session_id is None when the request is not a valid
-        turn. The request and its refusal, if any, go into this hour's counts.
+        turn. The request and its refusal, if any, go into this hour's counts. An admitted turn
+        also learns the knowledge version, so a deployment without documents pays nothing for them.
         """
         day, until_tomorrow_ms = self.clock.utc_day()
         hour = self.clock.utc_hour()
@@ -57,6 +61,7 @@ class Limits:
                 self.keys.hourly_count("chatRequests", hour),
                 self.keys.hourly_count("unauthorized", hour),
                 self.keys.hourly_count("rateLimited", hour),
+                self.keys.knowledge_version(),
             ],
             [
                 limits.window_ms,
@@ -79,9 +84,11 @@ class Limits:
                 pipe.getex(self.keys.session(session_id), px=self.retention_ms)
             else:
                 pipe.getex(self.keys.session(session_id), persist=True)
-        (verdict, retry_ms), *conversation = pipe.execute()
+        (verdict, retry_ms, *version), *conversation = pipe.execute()
         retry_ms = until_tomorrow_ms if verdict == Verdict.BUDGET else max(int(retry_ms), 0)
-        return Admission(Verdict(verdict), retry_ms, conversation[0] if conversation else None)
+        return Admission(
+            Verdict(verdict), retry_ms, conversation[0] if conversation else None, version[0] if version else None
+        )
 
     def tokens_spent(self, amount: int) -> Change:
         """The change to today's token budget for amount tokens (negative: given back), for add_expiring."""

@@ -25,7 +25,11 @@ Non-streamed requests get a JSON completion; streamed ones get SSE `data:` lines
   error_body     bytes of the body the "status" fault answers with (default an OpenAI error)
   retry_after    a Retry-After header for the "status" fault
 
-It records every request body in `requests`, and in `hangups` a (time, last prompt message)
+`POST /v1/embeddings` answers OpenAI's embeddings shape with `embedding(text)` for each input
+(default: words hashed into 64 dimensions) and records each body in `embedding_requests`; the
+`status` fault applies to it too.
+
+It records every chat request body in `requests`, and in `hangups` a (time, last prompt message)
 pair for each stream whose client closed the connection while it was still streaming.
 `GET /v1/models` lists `models` (the `status` fault applies to it too), and records its
 Authorization header in `model_listings`.
@@ -56,6 +60,14 @@ def sse_line(payload) -> bytes:
 def delta_chunk(token: str) -> dict:
     """A streamed chat-completions chunk carrying one token."""
     return {"choices": [{"index": 0, "delta": {"content": token}}]}
+
+
+def hashed_words(text: str, dimensions: int = 64) -> list[float]:
+    """A stand-in embedding: each lower-case word adds 1 to one of `dimensions` coordinates."""
+    vector = [0.0] * dimensions
+    for word in text.lower().split():
+        vector[sum(word.encode()) % dimensions] += 1.0
+    return vector
 
 
 class FakeUpstream:
@@ -94,6 +106,8 @@ class FakeUpstream:
         self.models = ["gpt-4.1-mini", "fake-model"]
         self.model_listings: list[str | None] = []
         self.hangups: list[tuple[float, str]] = []
+        self.embedding = hashed_words
+        self.embedding_requests: list[dict] = []
         self.finished_streams = 0
         self.release = threading.Event()  # set to end a "hang"
 
@@ -135,6 +149,8 @@ class FakeUpstream:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
+                if self.path.rstrip("/") == "/v1/embeddings":
+                    return self._embeddings(body)
                 body["_authorization"] = self.headers.get("Authorization")
                 upstream.requests.append(body)
                 self.last_message = body["messages"][-1]["content"]
@@ -202,6 +218,16 @@ class FakeUpstream:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _embeddings(self, body: dict):
+                upstream.embedding_requests.append(body)
+                if upstream.fault == "status":
+                    return self._error_status()
+                data = [
+                    {"object": "embedding", "index": i, "embedding": upstream.embedding(text)}
+                    for i, text in enumerate(body["input"])
+                ]
+                return self._json(200, {"object": "list", "data": data, "model": body.get("model")})
 
             def _exact_stream(self):
                 self.send_response(200)

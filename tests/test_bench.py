@@ -17,6 +17,8 @@ TINY = {
     "streaming": ["--streams", "5", "--tokens", "20", "--ttft-samples", "3"],
     "capacity": ["--streams", "10", "--seconds", "1.5"],
     "data_growth": ["--sizes", "50", "200", "--short", "4", "--long", "40", "--samples", "5"],
+    "knowledge_retrieval": ["--sizes", "100", "--turns", "10", "--big-document-mb", "0.1"],
+    "knowledge_quality": [],
 }
 
 
@@ -56,3 +58,17 @@ def test_data_growth_benchmark_seeds_and_times_each_size():
     figures = run("data_growth")
     assert set(figures["listing_limit_100"]) == {"50", "200"}
     assert set(figures["chat_turn"]) == {"4_messages", "40_messages"}
+
+
+def test_knowledge_retrieval_benchmark_reports_added_latency_memory_and_ingestion():
+    figures = run("knowledge_retrieval")
+    (size,) = figures["sizes"].values()
+    assert size["worker_rss_mb"] > 0 and size["ingestion_chunks_per_second"] > 0 and "added_p50_ms" in size
+    assert figures["ingest_big_document"]["longest_health_answer_ms"] > 0
+
+
+def test_knowledge_quality_benchmark_reports_hit_rates_for_every_ranking():
+    figures = run("knowledge_quality")
+    assert set(figures["hit_rate_at_k"]) == {"lexical", "embeddings", "hybrid"}
+    assert all(0 <= rate <= 1 for rates in figures["hit_rate_at_k"].values() for rate in rates.values())
+    assert figures["questions"] == 32 and figures["chunks"] > figures["documents"]

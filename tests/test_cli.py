@@ -24,6 +24,10 @@ COMMANDS = [
     ["sessions"],
     ["sessions", "erase"],
     ["purge"],
+    ["knowledge"],
+    ["knowledge", "add"],
+    ["knowledge", "list"],
+    ["knowledge", "delete"],
     ["check"],
 ]
 

@@ -16,6 +16,7 @@ from http.cookies import SimpleCookie
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
+import auth
 import dashboard
 import services
 from tests.support import ADMIN_KEY, ADMIN_KEY_2, SECRET_KEY, WIDGET_KEY, found
@@ -84,7 +85,7 @@ def test_sign_in_sets_a_signed_httponly_strict_session_cookie_scoped_to_admin_an
     assert response.status_code == 303 and response.headers["Location"] == "/admin/conversations"
     cookie = set_cookies(response)[dashboard.SESSION_COOKIE]
     assert cookie["path"] == "/admin" and cookie["httponly"] and cookie["secure"]
-    assert cookie["samesite"] == "Strict" and int(cookie["max-age"]) == dashboard.SESSION_SECONDS
+    assert cookie["samesite"] == "Strict" and int(cookie["max-age"]) == auth.SESSION_SECONDS
     assert ADMIN_KEY not in cookie["value"]
     assert client.get("/admin/conversations").status_code == 200
 
@@ -97,7 +98,7 @@ def test_the_session_cookie_is_not_secure_in_development_so_plain_http_works(mak
 
 def test_the_session_records_an_hmac_of_the_key_not_the_key_or_a_short_hash(app):
     client = signed_in(app)
-    serializer = URLSafeTimedSerializer(SECRET_KEY, salt="ocw-dashboard-session", signer_kwargs=dashboard.SIGNER)
+    serializer = URLSafeTimedSerializer(SECRET_KEY, salt="ocw-dashboard-session", signer_kwargs=auth.SIGNER)
     payload = serializer.loads(session_cookie(client).value)
     assert set(payload) == {"key", "csrf", "sid"}
     assert len(payload["key"]) == 64 and ADMIN_KEY not in json.dumps(payload)
@@ -210,9 +211,9 @@ def forge(payload, secret=SECRET_KEY, age_seconds=0):
         def get_timestamp(self):
             return int(time.time()) - age_seconds
 
-    return URLSafeTimedSerializer(
-        secret, salt="ocw-dashboard-session", signer=Dated, signer_kwargs=dashboard.SIGNER
-    ).dumps(payload)
+    return URLSafeTimedSerializer(secret, salt="ocw-dashboard-session", signer=Dated, signer_kwargs=auth.SIGNER).dumps(
+        payload
+    )
 
 
 def refused(client) -> bool:
@@ -229,7 +230,7 @@ def test_a_forged_tampered_or_expired_cookie_is_refused(app, tamper):
         "flip a character": genuine[:-3] + ("A" if genuine[-3] != "A" else "B") + genuine[-2:],
         "other secret": forge({"key": fingerprint, "csrf": "x"}, secret="another-secret-of-32-characters-or-more"),
         "unsigned": json.dumps({"key": fingerprint, "csrf": "x"}),
-        "expired": forge({"key": fingerprint, "csrf": "x"}, age_seconds=dashboard.SESSION_SECONDS + 1),
+        "expired": forge({"key": fingerprint, "csrf": "x"}, age_seconds=auth.SESSION_SECONDS + 1),
         "no key field": forge({"csrf": "x"}),
     }[tamper]
     client.set_cookie(dashboard.SESSION_COOKIE, value, path="/admin")

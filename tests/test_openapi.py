@@ -24,9 +24,11 @@ ADMIN_PATHS = {
     "/v1/admin/export",
     "/v1/admin/sessions/{sessionId}",
     "/v1/admin/stats",
+    "/v1/admin/knowledge",
+    "/v1/admin/knowledge/{documentId}",
     "/metrics",
 }
-PATH_VARIABLES = {"conversation_id": "{conversationId}", "session_id": "{sessionId}"}
+PATH_VARIABLES = {"conversation_id": "{conversationId}", "session_id": "{sessionId}", "document_id": "{documentId}"}
 
 
 @pytest.fixture(scope="module")
@@ -318,3 +320,29 @@ def test_documented_schemas_match_the_operations_answers(client, document):
     missing = client.delete("/v1/admin/sessions/nobody", headers=admin_headers())
     assert missing.status_code == 404
     assert_matches(document, "Error", missing.get_json())
+
+
+def test_knowledge_operations_document_every_status_they_answer(document):
+    one = "/v1/admin/knowledge/{documentId}"
+    assert _codes(document, "/v1/admin/knowledge", "get") >= {"200", "400", "401", "503"}
+    assert _codes(document, one, "put") >= {"200", "400", "401", "403", "413", "502", "503"}
+    assert _codes(document, one, "get") >= {"200", "401", "404", "503"}
+    assert _codes(document, one, "delete") >= {"204", "401", "403", "404", "503"}
+
+
+def test_documented_schemas_match_the_knowledge_answers(client, document):
+    body = {"title": "Policies", "url": "https://shop.example/p", "content": "# Refunds\n\nWithin 30 days."}
+    stored = client.put("/v1/admin/knowledge/policies", json=body, headers=admin_headers())
+    assert_matches(document, "KnowledgeStored", stored.get_json())
+    assert_matches(document, "KnowledgeList", client.get("/v1/admin/knowledge", headers=admin_headers()).get_json())
+    one = client.get("/v1/admin/knowledge/policies", headers=admin_headers()).get_json()
+    assert_matches(document, "KnowledgeDocument", one)
+    refused = client.put("/v1/admin/knowledge/policies", json={"title": ""}, headers=admin_headers())
+    assert_matches(document, "ValidationError", refused.get_json())
+    reply = client.post("/v1/chat", json={"sessionId": "openapi-k", "message": "refunds?"}, headers=chat_headers())
+    assert_matches(document, "ChatReply", reply.get_json())
+    assert reply.get_json()["sources"]
+    body = {"sessionId": "openapi-k", "message": "refunds?"}
+    with client.post("/v1/chat/stream", json=body, headers=chat_headers()) as streamed:
+        for line in streamed.get_data(as_text=True).splitlines():
+            assert_matches(document, "StreamEvent", json.loads(line))

@@ -9,12 +9,13 @@
 -- nothing behind; daily counters carry the date and expire a day after it. The request, and a
 -- refusal (401 or 429), are added to this hour's counts (KEYS[5..7]) in the same step.
 -- KEYS: client window, session quota, day's requests, day's tokens, hourly counts of chat
---       requests, 401s and 429s.
+--       requests, 401s and 429s, the knowledge version.
 -- ARGV: client window ms, client max, turn, session window ms, session max, daily max requests,
 --       daily max tokens (0 = unlimited), daily counter lifetime ms, key valid, hourly lifetime ms,
 --       tokens a turn reserves.
 -- Returns {verdict, ms until the refusing window resets}; verdict 'ok', 'ip', 'key', 'session'
--- or 'budget' (storage.limits.Verdict).
+-- or 'budget' (storage.limits.Verdict). An admitted turn's answer adds the knowledge version
+-- (nil while no document was ever stored).
 local function count(key, window_ms)
   local n = redis.call('INCR', key)
   if n == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, window_ms) end
@@ -42,4 +43,4 @@ if tonumber(ARGV[11]) > 0 then
   redis.call('INCRBY', KEYS[4], ARGV[11])
   if redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[8]) end
 end
-return {'ok', 0}
+return {'ok', 0, redis.call('GET', KEYS[8])}

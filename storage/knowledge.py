@@ -1,0 +1,114 @@
+"""Knowledge documents: what a site's owner gives the bot to answer from, with their chunks.
+
+Each document's hash and chunk list share its hash tag, so replacing a document is one atomic
+script on one slot. The index of ids and the version counter are separate keys, written in the
+same non-transactional pipeline (as the conversation index is).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import scripts
+from .clock import Clock
+from .keys import Keys
+
+BATCH = 50  # documents per round trip when every chunk is read
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """One chunk of a document, as the search index needs it."""
+
+    document_id: str
+    title: str
+    url: str | None
+    text: str
+    vector: str | None  # base64 of little-endian float32, when embeddings are configured
+
+
+class Knowledge:
+    """Knowledge documents under their ids (`^[A-Za-z0-9._:-]{1,128}$`)."""
+
+    def __init__(self, client, keys: Keys, clock: Clock):
+        self.client, self.keys, self.clock = client, keys, clock
+
+    def put(self, document_id: str, title: str, url: str | None, fmt: str, content: str, chunks: list[dict]) -> None:
+        """Store or replace a document and its chunks (`{"text", "vector"?}` each) in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        scripts.run(
+            pipe,
+            scripts.PUT_KNOWLEDGE_DOCUMENT,
+            [self.keys.knowledge_document(document_id), self.keys.knowledge_chunks(document_id)],
+            [document_id, title, url or "", fmt, content, self.clock.now_ms()]
+            + [json.dumps(chunk, ensure_ascii=False, separators=(",", ":")) for chunk in chunks],
+        )
+        pipe.zadd(self.keys.knowledge_index(), {document_id: 0})
+        pipe.incr(self.keys.knowledge_version())
+        pipe.execute()
+
+    def get(self, document_id: str) -> dict | None:
+        """The document `{"id", "title", "url", "format", "content", "chunks", "updatedAt"}`, or None."""
+        fields = self.client.hgetall(self.keys.knowledge_document(document_id))
+        return _document(fields, with_content=True) if fields else None
+
+    def delete(self, document_id: str) -> bool:
+        """Delete a document and its chunks; False if it was unknown."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self.keys.knowledge_document(document_id), self.keys.knowledge_chunks(document_id))
+        pipe.zrem(self.keys.knowledge_index(), document_id)
+        pipe.incr(self.keys.knowledge_version())
+        deleted, removed, _ = pipe.execute()
+        return bool(deleted or removed)
+
+    def page(self, limit: int, after: str | None = None) -> tuple[list[dict], str | None]:
+        """Up to limit documents (without content) in id order after the id `after`, and the
+        cursor of the next page (the last id) or None."""
+        start = f"({after}" if after else "-"
+        ids = self.client.zrangebylex(self.keys.knowledge_index(), start, "+", start=0, num=limit + 1)
+        listed = ids[:limit]
+        pipe = self.client.pipeline(transaction=False)
+        for document_id in listed:
+            pipe.hmget(self.keys.knowledge_document(document_id), "id", "title", "url", "chunks", "updatedAt")
+        documents = [
+            _document(dict(zip(("id", "title", "url", "chunks", "updatedAt"), values, strict=True)))
+            for values in pipe.execute()
+            if values[0] is not None
+        ]
+        return documents, (listed[-1] if len(ids) > limit else None)
+
+    def version(self) -> str | None:
+        """The knowledge version counter; None while no document was ever stored."""
+        return self.client.get(self.keys.knowledge_version())
+
+    def chunks(self) -> Iterator[StoredChunk]:
+        """Every chunk of every document, BATCH documents per round trip."""
+        ids = self.client.zrange(self.keys.knowledge_index(), 0, -1)
+        for start in range(0, len(ids), BATCH):
+            batch = ids[start : start + BATCH]
+            pipe = self.client.pipeline(transaction=False)
+            for document_id in batch:
+                pipe.hmget(self.keys.knowledge_document(document_id), "title", "url")
+                pipe.lrange(self.keys.knowledge_chunks(document_id), 0, -1)
+            replies = pipe.execute()
+            for document_id, (title, url), chunks in zip(batch, replies[::2], replies[1::2], strict=True):
+                title, url = title or document_id, url or None
+                for chunk in map(json.loads, chunks):
+                    yield StoredChunk(document_id, title, url, chunk["text"], chunk.get("vector"))
+
+
+def _document(fields: dict, with_content: bool = False) -> dict:
+    """The API's document from the stored hash."""
+    document = {
+        "id": fields["id"],
+        "title": fields.get("title") or "",
+        "url": fields.get("url") or None,
+        "chunks": int(fields.get("chunks") or 0),
+        "updatedAt": int(fields.get("updatedAt") or 0),
+    }
+    if with_content:
+        document["format"] = fields.get("format") or "markdown"
+        document["content"] = fields.get("content") or ""
+    return document

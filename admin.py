@@ -4,6 +4,7 @@ admin key (auth.admin_guard)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -14,6 +15,7 @@ import ops
 import services
 import storage
 from chat import SESSION_ID, SESSION_ID_RULE, invalid_session_id_query
+from connections import read_body
 from errors import json_error
 from llm import UpstreamError
 
@@ -122,7 +124,11 @@ def put_document(document_id: str):
     # 2 MB of content may take several times that as JSON escapes.
     request.max_content_length = MAX_KNOWLEDGE_BODY_BYTES
     try:
-        document = knowledge.document(document_id, request.get_json(force=True, silent=True))
+        body = json.loads(read_body(MAX_KNOWLEDGE_BODY_BYTES))
+    except (ValueError, RecursionError):  # not JSON, or not UTF-8
+        body = None
+    try:
+        document = knowledge.document(document_id, body)
     except knowledge.InvalidDocument as exc:
         return json_error(400, "Invalid document", details=exc.details)
     try:

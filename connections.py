@@ -14,16 +14,18 @@ import socket
 from collections import Counter
 
 from flask import Flask, current_app, g, request
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 import auth
 import errors
 import services
 from errors import json_error
+from greenlets import let_others_run
 
 # Requests a client can open without holding anything that matters (monitoring).
 EXEMPT_PATHS = ("/health", "/ready")
 EXTENSION = "ocw.connections"
+BODY_PIECE_BYTES = 64 * 1024
 
 
 class OpenRequests:
@@ -119,6 +121,22 @@ def peer_closed(client: socket.socket | None) -> bool:
         return bool(readable) and client.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):  # reset, or already closed
         return True
+
+
+def read_body(max_bytes: int) -> bytes:
+    """The request body, read BODY_PIECE_BYTES at a time with a switch to the worker's other
+    requests in between: gunicorn's body reader is Python, and megabytes read in one call keep
+    them waiting for tens of milliseconds. Raises RequestEntityTooLarge past max_bytes."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise RequestEntityTooLarge()
+    pieces, total = [], 0
+    while piece := request.stream.read(BODY_PIECE_BYTES):
+        total += len(piece)
+        if total > max_bytes:
+            raise RequestEntityTooLarge()
+        pieces.append(piece)
+        let_others_run()
+    return b"".join(pieces)
 
 
 def init_app(app: Flask) -> None:

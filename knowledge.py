@@ -5,9 +5,8 @@ Ranking is BM25 through tantivy (a well-kept Rust search library, in memory, Eng
 when EMBEDDING_MODEL is set, the chunks' embeddings (computed once, at ingestion) are ranked by
 cosine similarity too and the two rankings are fused (reciprocal rank fusion, k = 60, as
 Elasticsearch and OpenSearch do). Long work lets the worker's other requests run every few
-milliseconds: chunking yields between small pieces of a document (`time.sleep(0)` switches to the
-next greenlet under gunicorn's gevent workers), and the index's commit, Rust that releases the
-GIL, runs in gevent's pool of native threads.
+milliseconds (greenlets.py): chunking and reading chunks pause between small pieces, and
+indexing, Rust that releases the GIL most of the time, runs in gevent's pool of native threads.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import base64
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -23,10 +21,10 @@ from pathlib import PurePosixPath
 import numpy as np
 import tantivy
 from bs4 import BeautifulSoup
-from gevent import get_hub, monkey
 from markdown_it import MarkdownIt
 
 from config import http_url
+from greenlets import let_others_run, off_the_event_loop
 from storage import StoredChunk
 
 FORMATS = ("markdown", "text", "html")
@@ -39,6 +37,7 @@ EMBEDDING_BATCH = 64  # chunks per embeddings request at ingestion
 CHUNK_CHARS = 1200  # a chunk's body, at most (a block longer than this is cut at word boundaries)
 OVERLAP_CHARS = 200  # of the previous chunk's end, repeated at the start of the next in a section
 PIECE_CHARS = 4000  # Markdown is parsed this much at a time (a few ms), yielding between pieces
+YIELD_EVERY_CHUNKS = 50  # chunks read and indexed between two yields (a few ms)
 CANDIDATES = 50  # of each ranking, before fusion
 RRF_K = 60
 HTML_BLOCKS = ["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "tr", "dt", "dd", "figcaption"]
@@ -185,7 +184,7 @@ def _markdown_sections(content: str) -> Iterable[tuple[list[str], list[str]]]:
                 text = "\n".join(lines[token.map[0] : token.map[1]]).strip()
                 if text:
                     texts.append(text)
-        time.sleep(0)  # let the worker's other requests run between pieces
+        let_others_run()  # between pieces
     if texts:
         yield list(headings), texts
 
@@ -222,7 +221,7 @@ def _html_sections(content: str) -> Iterable[tuple[list[str], list[str]]]:
         elif text:
             texts.append(text)
         if n % 200 == 199:
-            time.sleep(0)
+            let_others_run()
     if texts:
         yield list(headings), texts
 
@@ -261,25 +260,32 @@ class SearchIndex:
     """Every chunk of every document, searchable in memory."""
 
     def __init__(self, chunks: Iterable[StoredChunk]):
+        self.chunks: list[StoredChunk] = []
+        vectors: list[np.ndarray | None] = []
+        for n, found in enumerate(chunks):  # read from Redis as it goes, a slice at a time
+            self.chunks.append(found)
+            vectors.append(_vector(found.vector))
+            if n % YIELD_EVERY_CHUNKS == YIELD_EVERY_CHUNKS - 1:
+                let_others_run()
+        # Indexing (hundreds of ms for 10,000 chunks) runs outside the worker's event loop: tantivy's
+        # own indexing thread takes the GIL back and forth while it works, which would stall it.
+        self._index, self._searcher = off_the_event_loop(self._write)
+        self._vectors = _unit_rows(vectors) if vectors and all(v is not None for v in vectors) else None
+
+    def _write(self) -> tuple[tantivy.Index, tantivy.Searcher]:
+        """A new in-memory index of self.chunks (English stemming), and its searcher."""
         builder = tantivy.SchemaBuilder()
         builder.add_text_field("title", tokenizer_name="en_stem")
         builder.add_text_field("text", tokenizer_name="en_stem")
         builder.add_integer_field("n", stored=True, indexed=False)
-        self._index = tantivy.Index(builder.build())
-        writer = self._index.writer(heap_size=15_000_000, num_threads=1)
-        self.chunks = list(chunks)
+        index = tantivy.Index(builder.build())
+        writer = index.writer(heap_size=60_000_000, num_threads=1)
         for n, found in enumerate(self.chunks):
             writer.add_document(tantivy.Document(title=found.title, text=found.text, n=n))
-
-        def commit() -> None:  # hundreds of ms for 10,000 chunks, in Rust, which releases the GIL
-            writer.commit()
-            writer.wait_merging_threads()
-
-        off_the_event_loop(commit)
-        self._index.reload()
-        self._searcher = self._index.searcher()
-        vectors = [chunk.vector for chunk in self.chunks]
-        self._vectors = _unit_rows(vectors) if self.chunks and all(vectors) else None
+        writer.commit()
+        writer.wait_merging_threads()
+        index.reload()
+        return index, index.searcher()
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -313,22 +319,19 @@ class SearchIndex:
         return [int(n) for n in top[np.argsort(-scores[top])]]
 
 
-def off_the_event_loop(work: Callable[[], object]) -> None:
-    """Run work in a native thread of gevent's pool when the worker is gevent's, so the worker's
-    other requests go on meanwhile (work must release the GIL, or hold it briefly); else here."""
-    if monkey.is_module_patched("threading"):
-        get_hub().threadpool.apply(work)
-    else:
-        work()
-
-
 def _plain(query: str) -> str:
     """The words of a visitor's message, without anything tantivy's query language reads as syntax."""
     return " ".join(re.findall(r"\w+", query))
 
 
-def _unit_rows(vectors: list[str | None]) -> np.ndarray:
-    rows = np.stack([np.frombuffer(base64.b64decode(v or ""), dtype="<f4") for v in vectors]).astype(np.float32)
+def _vector(packed: str | None) -> np.ndarray | None:
+    """A chunk's stored embedding (pack_vector's form), or None."""
+    return np.frombuffer(base64.b64decode(packed), dtype="<f4") if packed else None
+
+
+def _unit_rows(vectors: list) -> np.ndarray:
+    """The vectors as the rows of a matrix, each scaled to length 1 (cosine = dot product)."""
+    rows = np.stack(vectors).astype(np.float32)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return rows / np.where(norms == 0, 1.0, norms)
 

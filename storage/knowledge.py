@@ -11,11 +11,14 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from greenlets import let_others_run
+
 from . import scripts
 from .clock import Clock
 from .keys import Keys
 
-BATCH = 50  # documents per round trip when every chunk is read
+SLICE = 200  # chunks per round trip when every chunk is read
+YIELD_EVERY_CHUNKS = 200  # chunks serialised between two switches to other requests
 
 
 @dataclass(frozen=True)
@@ -37,13 +40,17 @@ class Knowledge:
 
     def put(self, document_id: str, title: str, url: str | None, fmt: str, content: str, chunks: list[dict]) -> None:
         """Store or replace a document and its chunks (`{"text", "vector"?}` each) in one round trip."""
+        serialised = []
+        for n, chunk in enumerate(chunks):
+            serialised.append(json.dumps(chunk, ensure_ascii=False, separators=(",", ":")))
+            if n % YIELD_EVERY_CHUNKS == YIELD_EVERY_CHUNKS - 1:
+                let_others_run()  # a 2 MB document is thousands of chunks
         pipe = self.client.pipeline(transaction=False)
         scripts.run(
             pipe,
             scripts.PUT_KNOWLEDGE_DOCUMENT,
             [self.keys.knowledge_document(document_id), self.keys.knowledge_chunks(document_id)],
-            [document_id, title, url or "", fmt, content, self.clock.now_ms()]
-            + [json.dumps(chunk, ensure_ascii=False, separators=(",", ":")) for chunk in chunks],
+            [document_id, title, url or "", fmt, content, self.clock.now_ms(), *serialised],
         )
         pipe.zadd(self.keys.knowledge_index(), {document_id: 0})
         pipe.incr(self.keys.knowledge_version())
@@ -84,19 +91,22 @@ class Knowledge:
         return self.client.get(self.keys.knowledge_version())
 
     def chunks(self) -> Iterator[StoredChunk]:
-        """Every chunk of every document, BATCH documents per round trip."""
-        ids = self.client.zrange(self.keys.knowledge_index(), 0, -1)
-        for start in range(0, len(ids), BATCH):
-            batch = ids[start : start + BATCH]
+        """Every chunk of every document, in document order, SLICE chunks per round trip (so that
+        reading a reply never keeps the worker from other requests for long)."""
+        for document_id in self.client.zrange(self.keys.knowledge_index(), 0, -1):
             pipe = self.client.pipeline(transaction=False)
-            for document_id in batch:
-                pipe.hmget(self.keys.knowledge_document(document_id), "title", "url")
-                pipe.lrange(self.keys.knowledge_chunks(document_id), 0, -1)
-            replies = pipe.execute()
-            for document_id, (title, url), chunks in zip(batch, replies[::2], replies[1::2], strict=True):
-                title, url = title or document_id, url or None
+            pipe.hmget(self.keys.knowledge_document(document_id), "title", "url")
+            pipe.lrange(self.keys.knowledge_chunks(document_id), 0, SLICE - 1)
+            (title, url), chunks = pipe.execute()
+            title, url = title or document_id, url or None
+            start = 0
+            while chunks:
                 for chunk in map(json.loads, chunks):
                     yield StoredChunk(document_id, title, url, chunk["text"], chunk.get("vector"))
+                if len(chunks) < SLICE:
+                    break
+                start += SLICE
+                chunks = self.client.lrange(self.keys.knowledge_chunks(document_id), start, start + SLICE - 1)
 
 
 def _document(fields: dict, with_content: bool = False) -> dict:

@@ -18,7 +18,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.support import ROOT, WIDGET_KEY, Gunicorn, deployment_env, free_port, wait_until
+from tests.support import ROOT, WIDGET_KEY, Gunicorn, admin_headers, deployment_env, free_port, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -420,6 +420,40 @@ def test_an_answer_cut_by_max_tokens_tells_the_visitor_it_was_cut_short(page, ap
     page.reload()  # redrawn from the history, the same
     expect(widget.replies.nth(1)).to_have_text("The steps are: one, two")
     expect(page.locator(".message.assistant .note")).to_have_text(["This answer was cut short."])
+
+
+def test_a_reply_from_the_sites_documents_links_its_sources(page, api, host_site, upstream):
+    documents = {
+        "policies": {
+            "title": "Store policies",
+            "url": "https://shop.example/policies",
+            "content": "# Refunds\n\nA refund reaches your card within 14 days.",
+        },
+        "notes": {"title": "Refund notes", "url": None, "content": "Refund requests are read every morning."},
+    }
+    for document_id, body in documents.items():
+        response = requests.put(f"{api.url}/v1/admin/knowledge/{document_id}", json=body, headers=admin_headers())
+        assert response.status_code == 200
+    try:
+        widget = visit(page, host_site.page("/sources", embed_tag(api.url)))
+        widget.open()
+        widget.send("When do I get my refund?")
+        widget.wait_until_idle()
+        for redrawn in (False, True):  # as streamed, then redrawn from the history
+            if redrawn:
+                page.reload()
+            sources = page.locator(".message.assistant .sources")
+            expect(sources).to_have_count(1)
+            expect(sources).to_contain_text("Sources:")
+            link = sources.locator("a")
+            expect(link).to_have_count(1)  # the document without a URL is named, not linked
+            expect(link).to_have_text("Store policies")
+            assert link.get_attribute("href") == "https://shop.example/policies"
+            assert (link.get_attribute("target"), link.get_attribute("rel")) == ("_blank", "noopener noreferrer")
+            expect(sources).to_contain_text("Refund notes")
+    finally:
+        for document_id in documents:
+            requests.delete(f"{api.url}/v1/admin/knowledge/{document_id}", headers=admin_headers())
 
 
 # ---- safety of the host page and of the widget ---------------------------------------------

@@ -143,11 +143,12 @@ def chunk(content: str, fmt: str) -> list[str]:
 
 
 def title_of(content: str, fmt: str) -> str | None:
-    """A document's first heading (Markdown), or its <title> or first <h1> (HTML)."""
+    """A document's first heading (Markdown), or its <title> or first <h1> (HTML), read from its
+    beginning; None when it has none."""
     if fmt == "html":
         soup = BeautifulSoup(content[: PIECE_CHARS * 5], "html.parser")
         found = soup.title or soup.find("h1")
-        return found.get_text(" ", strip=True) or None if found else None
+        return (found.get_text(" ", strip=True) or None) if found is not None else None
     if fmt == "markdown":
         for headings, _ in _sections(content[:PIECE_CHARS], fmt):
             if headings:

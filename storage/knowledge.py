@@ -64,7 +64,9 @@ class Knowledge:
     def delete(self, document_id: str) -> bool:
         """Delete a document and its chunks; False if it was unknown."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.delete(self.keys.knowledge_document(document_id), self.keys.knowledge_chunks(document_id))
+        # One DEL of the two keys (one slot): cluster pipelines refuse delete() of several keys but
+        # route a single-slot DEL command.
+        pipe.execute_command("DEL", self.keys.knowledge_document(document_id), self.keys.knowledge_chunks(document_id))
         pipe.zrem(self.keys.knowledge_index(), document_id)
         pipe.incr(self.keys.knowledge_version())
         deleted, removed, _ = pipe.execute()

@@ -240,3 +240,18 @@ def test_losing_the_master_of_the_admission_keys_costs_turns_only_until_its_repl
         assert lost == [], lost
     finally:
         cluster.stop()
+
+
+def test_knowledge_documents_are_stored_searched_and_deleted_on_redis_cluster(cluster_client, upstream):
+    app, client = cluster_client
+    admin = {"X-Admin-Api-Key": ADMIN_KEY}
+    for i in range(6):  # ids spread over the masters' slots
+        body = {"title": f"Policy {i}", "content": f"# Policy {i}\n\nRule number {i}: refunds take {i + 10} days."}
+        assert client.put(f"/v1/admin/knowledge/policy-{i}", json=body, headers=admin).status_code == 200
+    listed = client.get("/v1/admin/knowledge", query_string={"limit": 4}, headers=admin).get_json()
+    assert len(listed["documents"]) == 4 and listed["nextCursor"] == "policy-3"
+    lines = events(post_chat(client, "cluster-k", message="how long do refunds take?", path="/v1/chat/stream"))
+    assert [line["type"] for line in lines][-2:] == ["sources", "done"]
+    assert "refunds take" in upstream.requests[-1]["messages"][0]["content"]
+    assert client.delete("/v1/admin/knowledge/policy-0", headers=admin).status_code == 204
+    assert client.get("/v1/admin/knowledge/policy-0", headers=admin).status_code == 404

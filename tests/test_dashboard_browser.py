@@ -188,3 +188,25 @@ def test_the_session_dies_when_its_key_is_rotated_out(start_gunicorn, page):
     assert on_sign_in_form(page) and page.url == after.url + "/admin"
     sign_in(page, after, key=ADMIN_KEY_2)
     assert page.url == after.url + "/admin/conversations"
+
+
+def test_the_knowledge_page_uploads_shows_and_deletes_a_document(start_gunicorn, page, tmp_path):
+    server = start_gunicorn()
+    policy = tmp_path / "returns policy.md"
+    policy.write_text("# Returns\n\nSend it back within 30 days.\n\n## Refunds\n\nWithin 14 days.")
+    sign_in(page, server)
+    page.click("nav >> text=Knowledge")
+    assert page.locator("h1").inner_text() == "Knowledge"
+    page.set_input_files("#document", str(policy))
+    page.click("button:has-text('Upload')")
+    assert page.get_by_role("status").inner_text() == "Stored returns-policy.md."
+    row = page.locator("table.list tbody tr")
+    assert row.count() == 1 and "Returns" in row.inner_text() and "\t2\t" in row.inner_text()
+    delete = row.get_by_role("button", name="Delete returns-policy.md")
+    # A link-styled button in a white table: its text must not be white (it was, in the header's style).
+    assert delete.evaluate("b => getComputedStyle(b).color") != "rgb(255, 255, 255)"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "knowledge.png"), full_page=True)
+    delete.click()
+    assert page.get_by_role("status").inner_text() == "Deleted returns-policy.md."
+    assert page.locator("table.list").count() == 0

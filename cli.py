@@ -55,6 +55,10 @@ def confirm(question: str, yes: bool) -> None:
         click.confirm(question, abort=True)
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def valid_session_id(_context, _param, value: str) -> str:
     if not SESSION_ID.fullmatch(value):
         raise click.BadParameter(SESSION_ID_RULE)
@@ -196,22 +200,31 @@ def knowledge_group():
 
 @knowledge_group.command("add")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def knowledge_add(paths: tuple[Path, ...]):
+@click.option("--base-url", help="Link each document to this URL plus its id's path (e.g. https://shop.example/help/).")
+def knowledge_add(paths: tuple[Path, ...], base_url: str | None):
     """Store files, or folders of .md, .txt and .html files, as knowledge documents.
 
     A document's id is its path relative to the folder given (a file given alone: its name),
-    with characters other than A-Z a-z 0-9 . _ : - replaced by -; its title is its first
-    heading (HTML: its <title>), else its file name. Adding a file again replaces it.
+    with characters other than A-Z a-z 0-9 . _ : - replaced by -, so add a folder the same way
+    each time; its title is its first heading (HTML: its <title>; text: a short first line),
+    else its file name. Adding a file again replaces it; a file removed from the folder stays
+    stored until `knowledge delete`. With --base-url, replies link each document to
+    BASE_URL + its path relative to the folder.
     """
     the_app()
     files = [(path, path.name) for path in paths if path.is_file()]
     for folder in (path for path in paths if path.is_dir()):
         found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in knowledge.FILE_FORMATS)
+        if not found:
+            click.echo(f"No .md, .markdown, .txt, .html or .htm files under {folder}", err=True)
         files += [(p, p.relative_to(folder).as_posix()) for p in found]
+    if not files:
+        raise click.ClickException("Nothing to add")
     failed = 0
     for path, name in files:
+        url = f"{base_url.rstrip('/')}/{name}" if base_url else None
         try:
-            document = knowledge.from_file(name, path.read_text(encoding="utf-8", errors="replace"))
+            document = knowledge.from_file(name, path.read_bytes(), url)
             chunks = ops.put_document(document)
         except knowledge.InvalidDocument as exc:
             failed += 1
@@ -220,7 +233,7 @@ def knowledge_add(paths: tuple[Path, ...]):
             failed += 1
             click.echo(f"FAIL {path}: embeddings failed: {exc.detail}", err=True)
         else:
-            click.echo(f"{document.id}  {chunks} chunks  {document.title}")
+            click.echo(f"{document.id}  {plural(chunks, 'chunk')}  {document.title}")
     if failed:
         raise click.ClickException(f"{failed} of {len(files)} files were not stored")
 
@@ -232,9 +245,11 @@ def knowledge_list():
     cursor = None
     while True:
         documents, cursor = store.knowledge.page(200, cursor)
+        width = max((len(document["id"]) for document in documents), default=0)
         for document in documents:
             updated = datetime.fromtimestamp(document["updatedAt"] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            click.echo(f"{document['id']}  {document['chunks']:>4} chunks  {updated}  {document['title']}")
+            chunks = plural(document["chunks"], "chunk")
+            click.echo(f"{document['id']:<{width}}  {chunks:>11}  {updated}  {document['title']}")
         if cursor is None:
             return
 
@@ -277,6 +292,8 @@ def check():
             click.echo(f"note  {note}")
         report(*check_redis(app, settings))
         report(*check_model(app, settings))
+        if services.of(app).embedder is not None:
+            report(*check_embeddings(app, settings))
     failed = results.count(False)
     if failed:
         click.echo(f"Verdict: {failed} of {len(results)} checks failed")
@@ -306,9 +323,21 @@ def check_redis(app: Flask, settings: Settings) -> tuple[bool, str, str]:
     where = redacted(settings.redis_url) if settings.redis_url else f"embedded server in {settings.data_dir}"
     try:
         services.of(app).store.ping()
+        documents = services.of(app).store.knowledge.count()
     except storage.UNAVAILABLE as exc:
         return False, "redis", f"{where} does not answer ({type(exc).__name__}: {exc})"
-    return True, "redis", f"{where} answers"
+    return True, "redis", f"{where} answers; {plural(documents, 'knowledge document')}"
+
+
+def check_embeddings(app: Flask, settings: Settings) -> tuple[bool, str, str]:
+    """EMBEDDING_MODEL answers: one embedding of one word (a fraction of a cent)."""
+    embedder = services.of(app).embedder
+    assert embedder is not None  # asked only when EMBEDDING_MODEL is set
+    try:
+        (vector,) = embedder.embed(["check"])
+    except UpstreamError as exc:
+        return False, "embeddings", f"{settings.embedding_model} failed: {exc.detail}"
+    return True, "embeddings", f"{settings.embedding_model} answers ({len(vector)} dimensions)"
 
 
 def check_model(app: Flask, settings: Settings) -> tuple[bool, str, str]:

@@ -314,7 +314,8 @@ def upload_document():
     if upload is None or not upload.filename:
         return knowledge_listing(400, error="Choose a file to upload.")
     try:
-        document = knowledge.from_file(upload.filename, upload.read().decode("utf-8", "replace"))
+        url = request.form.get("url", "").strip() or None
+        document = knowledge.from_file(upload.filename, upload.read(), url)
         ops.put_document(document)
     except knowledge.InvalidDocument as exc:
         return knowledge_listing(400, error="; ".join(f"The {k} {v}." for k, v in exc.details.items()))

@@ -32,6 +32,8 @@ FILE_FORMATS = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".ht
 DOCUMENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # a session id's rule
 DOCUMENT_ID_RULE = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
 MAX_TITLE_CHARS = 200
+# A document's link: what openapi.json's pattern says (an ASCII host), and a valid port (http_url).
+HTTP_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?")
 MAX_CONTENT_BYTES = 2 * 1024 * 1024
 EMBEDDING_BATCH = 64  # chunks per embeddings request at ingestion
 CHUNK_CHARS = 1200  # a chunk's body, at most (a block longer than this is cut at word boundaries)
@@ -40,6 +42,7 @@ PIECE_CHARS = 4000  # Markdown is parsed this much at a time (a few ms), yieldin
 YIELD_EVERY_CHUNKS = 50  # chunks read and indexed between two yields (a few ms)
 CANDIDATES = 50  # of each ranking, before fusion
 RRF_K = 60
+ANALYZER = "english_words"
 HTML_BLOCKS = ["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "tr", "dt", "dd", "figcaption"]
 _BLANK_LINES = re.compile(r"\n\s*\n")
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)", re.M)
@@ -76,10 +79,12 @@ def document(document_id: str, body: object) -> Document:
     fmt = body.get("format", "markdown")
     if not isinstance(title, str) or not 1 <= len(title.strip()) <= MAX_TITLE_CHARS or not _unicode(title):
         details["title"] = f"must be a string of 1-{MAX_TITLE_CHARS} characters"
-    if url is not None and not (isinstance(url, str) and http_url(url)):
+    if url is not None and not (isinstance(url, str) and HTTP_URL.fullmatch(url) and http_url(url)):
         details["url"] = "must be null or an http:// or https:// URL"
     if not isinstance(content, str) or not _unicode(content) or len(content.encode()) > MAX_CONTENT_BYTES:
         details["content"] = "must be a string of at most 2 MB (UTF-8)"
+    elif not content.strip():
+        details["content"] = "must have some text"
     if fmt not in FORMATS:
         details["format"] = "must be one of " + ", ".join(FORMATS)
     if details:
@@ -88,17 +93,22 @@ def document(document_id: str, body: object) -> Document:
     return Document(document_id, title.strip(), url, content, fmt)
 
 
-def from_file(name: str, content: str) -> Document:
+def from_file(name: str, data: bytes, url: str | None = None) -> Document:
     """The document of a file: its format from its extension (FILE_FORMATS), its id from its
     name (a path relative to the folder it was found in) with other characters than those of
-    DOCUMENT_ID made "-", its title from its first heading (HTML: <title>), else its name.
-    Raises InvalidDocument."""
+    DOCUMENT_ID made "-", its title from its first heading (HTML: <title>; text: a short first
+    line), else its name. Raises InvalidDocument (not one of those formats, not UTF-8 text)."""
     path = PurePosixPath(name)
     fmt = FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise InvalidDocument({"file": "must be a .md, .txt or .html file"})
+        raise InvalidDocument({"file": "must be a .md, .markdown, .txt, .html or .htm file"})
+    try:
+        content = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidDocument({"file": "must be UTF-8 text (save it as UTF-8 first)"}) from None
     title = (title_of(content, fmt) or path.stem)[:MAX_TITLE_CHARS]
-    return document(re.sub(r"[^A-Za-z0-9._:-]", "-", name)[:128], {"title": title, "content": content, "format": fmt})
+    fields = {"title": title, "content": content, "format": fmt, "url": url}
+    return document(re.sub(r"[^A-Za-z0-9._:-]", "-", name)[:128], fields)
 
 
 def _unicode(text: str) -> bool:
@@ -143,8 +153,8 @@ def chunk(content: str, fmt: str) -> list[str]:
 
 
 def title_of(content: str, fmt: str) -> str | None:
-    """A document's first heading (Markdown), or its <title> or first <h1> (HTML), read from its
-    beginning; None when it has none."""
+    """A document's first heading (Markdown), its <title> or first <h1> (HTML), or its first line
+    when that is short (text), read from its beginning; None when it has none."""
     if fmt == "html":
         soup = BeautifulSoup(content[: PIECE_CHARS * 5], "html.parser")
         found = soup.title or soup.find("h1")
@@ -153,6 +163,9 @@ def title_of(content: str, fmt: str) -> str | None:
         for headings, _ in _sections(content[:PIECE_CHARS], fmt):
             if headings:
                 return headings[0]
+    if fmt == "text":
+        first = content.lstrip().split("\n", 1)[0].strip()
+        return first if 0 < len(first) <= 80 else None
     return None
 
 
@@ -210,10 +223,11 @@ def _html_sections(content: str) -> Iterable[tuple[list[str], list[str]]]:
         hidden.decompose()
     headings: list[str] = []
     texts: list[str] = []
-    for n, element in enumerate(soup.find_all(HTML_BLOCKS)):
-        if element.find_parent(HTML_BLOCKS) is not None:
-            continue  # its text is part of the enclosing block's
+    # The outermost blocks: an inner one's text is part of the enclosing block's.
+    blocks = [element for element in soup.find_all(HTML_BLOCKS) if element.find_parent(HTML_BLOCKS) is None]
+    for n, element in enumerate(blocks):
         text = element.get_text(" ", strip=True)
+        element.extract()  # what is left afterwards is the text outside every block
         if element.name[0] == "h" and element.name[1:].isdigit():
             if texts:
                 yield list(headings), texts
@@ -223,6 +237,10 @@ def _html_sections(content: str) -> Iterable[tuple[list[str], list[str]]]:
             texts.append(text)
         if n % 200 == 199:
             let_others_run()
+    # Text outside blocks (bare text, <div>s of text) is kept too, after the blocks.
+    loose = soup.get_text("\n", strip=True)
+    if loose:
+        texts.append(loose)
     if texts:
         yield list(headings), texts
 
@@ -274,12 +292,13 @@ class SearchIndex:
         self._vectors = _unit_rows(vectors) if vectors and all(v is not None for v in vectors) else None
 
     def _write(self) -> tuple[tantivy.Index, tantivy.Searcher]:
-        """A new in-memory index of self.chunks (English stemming), and its searcher."""
+        """A new in-memory index of self.chunks (english_words), and its searcher."""
         builder = tantivy.SchemaBuilder()
-        builder.add_text_field("title", tokenizer_name="en_stem")
-        builder.add_text_field("text", tokenizer_name="en_stem")
+        builder.add_text_field("title", tokenizer_name=ANALYZER)
+        builder.add_text_field("text", tokenizer_name=ANALYZER)
         builder.add_integer_field("n", stored=True, indexed=False)
         index = tantivy.Index(builder.build())
+        index.register_tokenizer(ANALYZER, english_words())
         writer = index.writer(heap_size=60_000_000, num_threads=1)
         for n, found in enumerate(self.chunks):
             writer.add_document(tantivy.Document(title=found.title, text=found.text, n=n))
@@ -318,6 +337,20 @@ class SearchIndex:
         scores = self._vectors @ (query / (np.linalg.norm(query) or 1.0))
         top = np.argpartition(-scores, min(CANDIDATES, len(scores) - 1))[:CANDIDATES]
         return [int(n) for n in top[np.argsort(-scores[top])]]
+
+
+def english_words() -> tantivy.TextAnalyzer:
+    """How text becomes search terms: words lower-cased, English stop words dropped ("the",
+    "is", "what": without that, "What is the weather today?" found passages about anything),
+    then stemmed ("refunds" finds "refund"). tantivy's own filters and word lists."""
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.stopword("english"))
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
+    )
 
 
 def _plain(query: str) -> str:

@@ -88,9 +88,9 @@ class Knowledge:
         ]
         return documents, (listed[-1] if len(ids) > limit else None)
 
-    def version(self) -> str | None:
-        """The knowledge version counter; None while no document was ever stored."""
-        return self.client.get(self.keys.knowledge_version())
+    def count(self) -> int:
+        """How many documents are stored."""
+        return self.client.zcard(self.keys.knowledge_index())
 
     def chunks(self) -> Iterator[StoredChunk]:
         """Every chunk of every document, in document order, SLICE chunks per round trip (so that

@@ -69,6 +69,12 @@ def test_html_is_read_as_text_by_its_headings_without_scripts_or_styles():
     assert knowledge.title_of(html, "html") == "Help"
 
 
+def test_html_text_outside_block_elements_is_kept():
+    html = "<body><h1>Help</h1>Bare text<div>Text in a div</div><p>A paragraph</p></body>"
+    assert knowledge.chunk(html, "html") == ["Help\nA paragraph\n\nBare text\nText in a div"]
+    assert knowledge.chunk("words and no tags", "html") == ["words and no tags"]
+
+
 def test_a_fenced_code_block_is_never_cut_in_two():
     code = "```\n" + "\n\n".join(f"line {i}" for i in range(3000)) + "\n```"
     pieces = list(knowledge._pieces("intro\n\n" + code + "\n\nafter"))
@@ -118,8 +124,10 @@ def test_the_listing_pages_in_id_order_with_a_cursor(client):
         ("ok", {"title": "  ", "content": "c"}, "title"),
         ("ok", {"title": "t" * 201, "content": "c"}, "title"),
         ("ok", {"title": "t", "content": "c", "url": "javascript:alert(1)"}, "url"),
+        ("ok", {"title": "t", "content": "c", "url": "http://0*"}, "url"),
         ("ok", {"title": "t", "content": 5}, "content"),
         ("ok", {"title": "t", "content": "x" * (2 * 1024 * 1024 + 1)}, "content"),
+        ("ok", {"title": "t", "content": " \n\t "}, "content"),
         ("ok", {"title": "t", "content": "c", "format": "pdf"}, "format"),
         ("ok", [], "body"),
     ],
@@ -170,6 +178,15 @@ def test_the_stream_sends_the_sources_before_done(client, upstream):
     types = [event["type"] for event in events]
     assert types[-2:] == ["sources", "done"]
     assert events[-2]["sources"] == [{"id": "policies", "title": "Store policies", "url": None}]
+
+
+@pytest.mark.parametrize("question", ["What is the weather in Paris today?", "what is the meaning of life", "is"])
+def test_a_question_the_documents_do_not_touch_gets_no_passages_and_no_sources(client, upstream, question):
+    """Common words ("what", "is", "the") match every document: they are not search terms."""
+    put(client, "policies", REFUNDS, title="Store policies")
+    put(client, "gadget", GADGET, title="The Gadget Pro")
+    response = client.post("/v1/chat", json={"sessionId": "s-1", "message": question}, headers=chat_headers())
+    assert "sources" not in response.get_json() and "[1]" not in system_message(upstream)
 
 
 def test_a_follow_up_question_still_finds_what_it_refers_to(client, upstream):
@@ -240,16 +257,25 @@ def test_embeddings_that_fail_at_ingestion_store_nothing(make_app, upstream):
 
 def test_the_dashboard_uploads_lists_and_deletes_documents(app):
     client = signed_in(app)
-    upload = {"csrf": form_token(client), "document": (io.BytesIO(REFUNDS.encode()), "store policies.md")}
+    upload = {
+        "csrf": form_token(client),
+        "document": (io.BytesIO(REFUNDS.encode()), "store policies.md"),
+        "url": "https://shop.example/policies",
+    }
     response = client.post("/admin/knowledge", data=upload, content_type="multipart/form-data")
     assert response.status_code == 303
+    stored = services.of(app).store.knowledge.get("store-policies.md")
+    assert stored is not None and stored["url"] == "https://shop.example/policies"
     listing = page_text(client.get(response.headers["Location"]))
     assert "Stored store-policies.md." in listing and "<code>store-policies.md</code>" in listing
     assert ">Store policies<" in listing  # the title is the first heading
 
     refused = {"csrf": form_token(client), "document": (io.BytesIO(b"%PDF"), "scan.pdf")}
     response = client.post("/admin/knowledge", data=refused, content_type="multipart/form-data")
-    assert response.status_code == 400 and "must be a .md, .txt or .html file" in page_text(response)
+    assert response.status_code == 400 and "must be a .md, .markdown, .txt, .html or .htm file" in page_text(response)
+    latin1 = {"csrf": form_token(client), "document": (io.BytesIO("Café crème".encode("latin-1")), "menu.txt")}
+    response = client.post("/admin/knowledge", data=latin1, content_type="multipart/form-data")
+    assert response.status_code == 400 and "must be UTF-8 text" in page_text(response)
 
     delete = {"csrf": form_token(client)}
     assert client.post("/admin/knowledge/store-policies.md/delete", data=delete).status_code == 303
@@ -272,16 +298,32 @@ def test_the_command_line_adds_files_and_folders_lists_and_deletes(runner, tmp_p
     (folder / "help" / "warranty.html").write_text("<title>Warranty</title><p>Two years on every kettle.</p>")
     (folder / "notes.txt").write_text("Opening hours: 9 to 5.\n\nClosed on Sundays.")
     (folder / "scan.pdf").write_bytes(b"%PDF")
-    result = runner.invoke(args=["ocw", "knowledge", "add", str(folder)])
+    result = runner.invoke(args=["ocw", "knowledge", "add", str(folder), "--base-url", "https://shop.example/help/"])
     assert result.exit_code == 0, result.output
-    assert {d["id"]: d["title"] for d in store.knowledge.page(10)[0]} == {
-        "help-warranty.html": "Warranty",
-        "notes.txt": "notes",
-        "refunds.md": "Store policies",
+    assert {d["id"]: (d["title"], d["url"]) for d in store.knowledge.page(10)[0]} == {
+        "help-warranty.html": ("Warranty", "https://shop.example/help/help/warranty.html"),
+        "notes.txt": ("Opening hours: 9 to 5.", "https://shop.example/help/notes.txt"),
+        "refunds.md": ("Store policies", "https://shop.example/help/refunds.md"),
     }
     listed = runner.invoke(args=["ocw", "knowledge", "list"])
-    assert "refunds.md" in listed.output and "2 chunks" in listed.output
+    assert "refunds.md" in listed.output and "2 chunks" in listed.output and " 1 chunk " in listed.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = runner.invoke(args=["ocw", "knowledge", "add", str(empty)])
+    assert nothing.exit_code == 1 and "Nothing to add" in nothing.output
     deleted = runner.invoke(args=["ocw", "knowledge", "delete", "notes.txt", "--yes"])
     assert deleted.exit_code == 0 and store.knowledge.get("notes.txt") is None
     missing = runner.invoke(args=["ocw", "knowledge", "delete", "notes.txt", "--yes"])
     assert missing.exit_code == 1 and "Document not found" in missing.output
+
+
+def test_check_counts_the_documents_and_tries_the_embedding_model(make_app, upstream):
+    app = make_app(EMBEDDING_MODEL="text-embedding-3-small")
+    put(app.test_client(), "policies", REFUNDS, title="Store policies")
+    result = app.test_cli_runner().invoke(args=["ocw", "check"])
+    assert result.exit_code == 0, result.output
+    assert "answers; 1 knowledge document" in result.output
+    assert "ok    embeddings: text-embedding-3-small answers (64 dimensions)" in result.output
+    upstream.fault, upstream.status = "status", 500
+    failed = app.test_cli_runner().invoke(args=["ocw", "check"])
+    assert failed.exit_code == 1 and "FAIL  embeddings: text-embedding-3-small failed" in failed.output

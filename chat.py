@@ -22,6 +22,7 @@ import auth
 import drain
 import services
 import storage
+from config import JS_WHITESPACE
 from connections import peer_closed
 from errors import json_error
 from knowledge import Passage
@@ -32,12 +33,6 @@ MAX_MESSAGE_CHARS = 4000
 # The largest body a valid turn needs, with room to spare: 4000 characters written as JSON
 # escapes (\uXXXX, 6 bytes each: 24 kB), a session id, and fields the service ignores.
 MAX_BODY_BYTES = 64 * 1024
-# What JavaScript's String.prototype.trim() removes, which is also what `\s` means in the OpenAPI
-# document's patterns: the service, the original backend and the document then agree on what
-# "only whitespace" is (Python's own strip() also removes \x1c-\x1f and \x85).
-JS_WHITESPACE = (
-    "\t\n\v\f\r \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
-)
 SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SESSION_ID_RULE = "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
 HISTORY_LIMIT = 100

@@ -18,6 +18,12 @@ MIN_SECRET_KEY_LENGTH = 32
 DAY_MS = 24 * 3600 * 1000
 # What a turn reserves of the daily token budget when MAX_OUTPUT_TOKENS does not bound replies.
 DEFAULT_TOKEN_RESERVATION = 1000
+# What JavaScript's String.prototype.trim() removes, which is also what `\s` means in the OpenAPI
+# document's patterns: the service, the original backend and the document then agree on what
+# "only whitespace" is (Python's own strip() also removes \x1c-\x1f and \x85).
+JS_WHITESPACE = (
+    "\t\n\v\f\r \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 # What an HTTP header value or a URL can carry as it is (RFC 9110 field-vchar, RFC 3986).
 VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 

@@ -23,7 +23,7 @@ import tantivy
 from bs4 import BeautifulSoup
 from markdown_it import MarkdownIt
 
-from config import http_url
+from config import JS_WHITESPACE, http_url
 from greenlets import let_others_run, off_the_event_loop
 from storage import StoredChunk
 
@@ -77,20 +77,21 @@ def document(document_id: str, body: object) -> Document:
         raise InvalidDocument({**details, "body": "must be a JSON object"})
     title, url, content = body.get("title"), body.get("url"), body.get("content")
     fmt = body.get("format", "markdown")
-    if not isinstance(title, str) or not 1 <= len(title.strip()) <= MAX_TITLE_CHARS or not _unicode(title):
+    # "Only whitespace" as openapi.json's `\S` patterns mean it (chat messages are held to the same).
+    if not isinstance(title, str) or not 1 <= len(title.strip(JS_WHITESPACE)) <= MAX_TITLE_CHARS or not _unicode(title):
         details["title"] = f"must be a string of 1-{MAX_TITLE_CHARS} characters"
     if url is not None and not (isinstance(url, str) and HTTP_URL.fullmatch(url) and http_url(url)):
         details["url"] = "must be null or an http:// or https:// URL"
     if not isinstance(content, str) or not _unicode(content) or len(content.encode()) > MAX_CONTENT_BYTES:
         details["content"] = "must be a string of at most 2 MB (UTF-8)"
-    elif not content.strip():
+    elif not content.strip(JS_WHITESPACE):
         details["content"] = "must have some text"
     if fmt not in FORMATS:
         details["format"] = "must be one of " + ", ".join(FORMATS)
     if details:
         raise InvalidDocument(details)
     assert isinstance(title, str) and isinstance(content, str) and isinstance(fmt, str)  # checked above
-    return Document(document_id, title.strip(), url, content, fmt)
+    return Document(document_id, title.strip(JS_WHITESPACE), url, content, fmt)
 
 
 def from_file(name: str, data: bytes, url: str | None = None) -> Document:

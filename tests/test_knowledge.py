@@ -327,3 +327,11 @@ def test_check_counts_the_documents_and_tries_the_embedding_model(make_app, upst
     upstream.fault, upstream.status = "status", 500
     failed = app.test_cli_runner().invoke(args=["ocw", "check"])
     assert failed.exit_code == 1 and "FAIL  embeddings: text-embedding-3-small failed" in failed.output
+
+
+def test_only_whitespace_means_what_openapi_json_means_by_it():
+    """The document's `\\S` patterns are ECMAScript's: U+0085 is not whitespace there, U+FEFF is."""
+    assert knowledge.document("x", {"title": "\x85", "content": "\x1c"}).title == "\x85"
+    with pytest.raises(knowledge.InvalidDocument) as refused:
+        knowledge.document("x", {"title": "\ufeff", "content": "\u3000"})
+    assert set(refused.value.details) == {"title", "content"}

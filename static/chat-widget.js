@@ -20,6 +20,7 @@
   const LOG_PREFIX = "[os-chat-widget]";
   const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/; // the server's rule
   const MAX_MESSAGE_CHARS = 4000; // the server's limit
+  const MAX_SUGGESTIONS = 6; // starter questions shown at most
   const HISTORY_TIMEOUT_MS = 10000;
   // A stream that ends with code "restarting" was cut by a deploy or restart of the service; the
   // server kept the message, and its successor answers within seconds.
@@ -121,7 +122,15 @@
       display: flex; align-items: center; gap: 8px; padding: 14px 16px;
       background: var(--accent-strong); color: #ffffff;
     }
-    .title { flex: 1; font-size: 15px; font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+    .titles { flex: 1; min-width: 0; }
+    .title { font-size: 15px; font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+    .subtitle { font-size: 12px; opacity: 0.9; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+    .suggestions { display: flex; flex-wrap: wrap; gap: 6px; align-self: flex-start; }
+    .suggestion {
+      padding: 6px 12px; border-radius: 999px; border: 1px solid var(--accent-strong);
+      color: var(--text); background: var(--surface); font-size: 13px; text-align: start;
+    }
+    .suggestion:hover { background: var(--bubble); }
     .close { display: none; place-items: center; width: 36px; height: 36px; border-radius: 8px; }
 
     .log {
@@ -257,6 +266,10 @@
       inputPlaceholder: attribute("inputPlaceholder") || DEFAULTS.inputPlaceholder,
       position: attribute("position") === "left" ? "left" : "right",
       accentColor: cssColor(attribute("accentColor")),
+      subtitle: attribute("subtitle"),
+      // "Track my order|Return an item": buttons that ask the question, until the first message.
+      suggestions: attribute("suggestions").split("|").map((text) => text.trim().slice(0, MAX_MESSAGE_CHARS))
+        .filter(Boolean).slice(0, MAX_SUGGESTIONS),
     };
   }
 
@@ -330,7 +343,15 @@
       );
       this.panel = el(
         "div", { id: "panel", class: "panel", role: "dialog", "aria-labelledby": "title", hidden: "" },
-        el("div", { class: "header" }, el("div", { id: "title", class: "title", text: config.title }), this.closeButton),
+        el(
+          "div", { class: "header" },
+          el(
+            "div", { class: "titles" },
+            el("div", { id: "title", class: "title", text: config.title }),
+            ...(config.subtitle ? [el("div", { class: "subtitle", text: config.subtitle })] : []),
+          ),
+          this.closeButton,
+        ),
         this.log,
         this.form,
       );
@@ -339,6 +360,7 @@
       this.root.style.setProperty("--accent", config.accentColor);
       this.shadow.append(this.root);
       this.addMessage("assistant", config.welcomeMessage);
+      this.suggestions = this.addSuggestions(config.suggestions);
 
       this.launcher.addEventListener("click", () => this.setOpen(!this.isOpen(), true));
       this.closeButton.addEventListener("click", () => this.setOpen(false, true));
@@ -396,6 +418,7 @@
         });
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
         const { messages } = await response.json();
+        if (Array.isArray(messages) && messages.length) this.removeSuggestions(); // the visitor has begun
         for (const message of Array.isArray(messages) ? messages : []) {
           if ((message.role === "user" || message.role === "assistant") && typeof message.content === "string") {
             this.addMessage(message.role, message.content, {
@@ -418,6 +441,27 @@
       this.send(text, false);
     }
 
+    /** Starter questions under the welcome message: each a button that sends it. */
+    addSuggestions(questions) {
+      if (!questions.length) return null;
+      const group = el("div", { class: "suggestions", role: "group", "aria-label": "Suggested questions" });
+      for (const question of questions) {
+        const button = el("button", { type: "button", class: "suggestion", text: question });
+        button.addEventListener("click", () => {
+          if (this.streaming) return;
+          this.send(question, false);
+        });
+        group.append(button);
+      }
+      this.log.append(group);
+      return group;
+    }
+
+    removeSuggestions() {
+      this.suggestions?.remove();
+      this.suggestions = null;
+    }
+
     /**
      * Send one message and stream the reply into a new bubble; a retry does not redraw the message.
      * A reply cut by a restart of the service is asked for again once, by itself, after a pause.
@@ -427,6 +471,7 @@
       this.setStreaming(true);
       await this.loadHistory();
       for (const retry of this.log.querySelectorAll(".retry")) retry.remove(); // only the latest failure can be retried
+      this.removeSuggestions();
       if (!isRetry) this.addMessage("user", text);
       const bubble = this.addMessage("assistant", "", { pending: true });
       let reply = "";

@@ -422,6 +422,25 @@ def test_an_answer_cut_by_max_tokens_tells_the_visitor_it_was_cut_short(page, ap
     expect(page.locator(".message.assistant .note")).to_have_text(["This answer was cut short."])
 
 
+def test_starter_questions_and_a_subtitle_help_a_visitor_begin(page, api, host_site, upstream):
+    upstream.echo = True
+    tag = embed_tag(api.url, subtitle="Usually answers in seconds", suggestions="Track my order| Return an item |")
+    widget = visit(page, host_site.page("/starters", tag))
+    widget.open()
+    expect(page.locator(".header .subtitle")).to_have_text("Usually answers in seconds")
+    starters = page.get_by_role("group", name="Suggested questions").get_by_role("button")
+    expect(starters).to_have_text(["Track my order", "Return an item"])  # blanks dropped, trimmed
+    starters.nth(1).click()
+    widget.wait_until_idle()
+    expect(widget.questions).to_have_text(["Return an item"])
+    expect(widget.replies.last).to_have_text("echo: Return an item")
+    expect(page.get_by_role("group", name="Suggested questions")).to_have_count(0)
+
+    page.reload()  # a visitor who has begun is not offered them again
+    expect(widget.questions).to_have_text(["Return an item"])
+    expect(page.get_by_role("group", name="Suggested questions")).to_have_count(0)
+
+
 def test_a_reply_from_the_sites_documents_links_its_sources(page, api, host_site, upstream):
     documents = {
         "policies": {

@@ -210,3 +210,49 @@ def test_the_knowledge_page_uploads_shows_and_deletes_a_document(start_gunicorn,
     delete.click()
     assert page.get_by_role("status").inner_text() == "Deleted returns-policy.md."
     assert page.locator("table.list").count() == 0
+
+
+def test_every_dashboard_page_fits_a_390_pixel_phone(start_gunicorn, upstream, browser):
+    """No page scrolls sideways, the header's links (Sign out too) and the search's Find button
+    stay on screen, and listings read as one card per conversation."""
+    server = start_gunicorn()
+    upstream.reply = "Your parcel left the warehouse this morning and arrives tomorrow before noon."
+    conversation_id = chat(server, "visitor-with-a-rather-long-session-id-42", "Where is my order? " * 6)
+    requests.put(
+        f"{server.url}/v1/admin/knowledge/shipping-and-delivery-times.md",
+        json={"title": "Shipping and delivery times for every country", "content": "# Shipping\n\nTwo days."},
+        headers={"X-Admin-Api-Key": ADMIN_KEY},
+        timeout=10,
+    ).raise_for_status()
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.goto(server.url + "/admin")
+        assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+        page.screenshot(path=str(SCREENSHOTS / "phone-login.png"), full_page=True)
+        sign_in(page, server)
+        pages = {
+            "conversations": "/admin/conversations",
+            "thread": f"/admin/conversations/{conversation_id}",
+            "delete": f"/admin/conversations/{conversation_id}/delete",
+            "knowledge": "/admin/knowledge",
+            "stats": "/admin/stats",
+        }
+        for name, path in pages.items():
+            page.goto(server.url + path)
+            sideways = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert sideways <= 0, f"{name} scrolls {sideways} px sideways"
+            for control in (page.get_by_role("button", name="Sign out"), page.get_by_role("link", name="Stats")):
+                box = control.bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, f"{name}: off screen"
+            page.screenshot(path=str(SCREENSHOTS / f"phone-{name}.png"), full_page=True)
+        page.goto(server.url + "/admin/conversations")
+        find = page.get_by_role("button", name="Find").bounding_box()
+        assert find is not None and find["x"] + find["width"] <= 390
+        row = page.locator("table.list tbody tr").first
+        assert row.bounding_box()["width"] <= 390 - 2 * 16 + 1  # a card inside the page's padding
+        assert page.locator("table.list thead").is_hidden()  # each card labels its own values
+        assert row.locator("td[data-label='Messages']").inner_text() == "2"
+    finally:
+        context.close()

@@ -235,6 +235,31 @@ def early_finish(finish_reason: str | None) -> str | None:
     return finish_reason if finish_reason and finish_reason != "stop" else None
 
 
+def store_reply(
+    conversations: storage.Conversations,
+    turn: Turn,
+    text: str,
+    counted_tokens: int | None,
+    generated: str,
+    finish_reason: str | None = None,
+    interrupted: bool = False,
+) -> None:
+    """Store the turn's reply (text) with its sources, and settle the tokens its admission
+    reserved: the upstream's count, else an estimate from the generated text."""
+    tokens = counted_tokens if counted_tokens is not None else estimate_tokens(generated)
+    conversations.append_message(
+        turn.conversation_id,
+        turn.session_id,
+        "assistant",
+        text,
+        interrupted=interrupted,
+        output_tokens=tokens,
+        finish_reason=finish_reason,
+        reserved_tokens=turn.reserved_tokens,
+        sources=turn.sources,
+    )
+
+
 def log_upstream_failure(logger, exc: UpstreamError) -> None:
     """The operator's line for a failed model call: the cause, with the upstream's status and
     message (llm.UpstreamError.detail: trimmed, on one line, never a key)."""
@@ -258,18 +283,8 @@ def chat_reply(chat_request: ChatRequest):
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
         return json_error(exc.status_code, str(exc), headers=headers)
     reply = final_text(completion.text)
-    tokens = completion.output_tokens if completion.output_tokens is not None else estimate_tokens(completion.text)
     stopped_early = early_finish(completion.finish_reason)
-    ocw.store.conversations.append_message(
-        turn.conversation_id,
-        turn.session_id,
-        "assistant",
-        reply,
-        output_tokens=tokens,
-        finish_reason=stopped_early,
-        reserved_tokens=turn.reserved_tokens,
-        sources=turn.sources,
-    )
+    store_reply(ocw.store.conversations, turn, reply, completion.output_tokens, completion.text, stopped_early)
     body: dict = {"conversationId": turn.conversation_id, "message": reply}
     if stopped_early:
         body["finishReason"] = stopped_early
@@ -347,18 +362,8 @@ def relay_reply(
                 # Tokens that arrived together leave in one write, each on its own line.
                 yield b"".join(ndjson(type="token", token=delta) for delta in batch)
         text = final_text("".join(parts))
-        tokens = reply.output_tokens if reply.output_tokens is not None else estimate_tokens("".join(parts))
         stopped_early = early_finish(reply.facts.finish_reason)
-        conversations.append_message(
-            turn.conversation_id,
-            turn.session_id,
-            "assistant",
-            text,
-            output_tokens=tokens,
-            finish_reason=stopped_early,
-            reserved_tokens=turn.reserved_tokens,
-            sources=turn.sources,
-        )
+        store_reply(conversations, turn, text, reply.output_tokens, "".join(parts), stopped_early)
         stored = True
         if turn.sources:
             yield ndjson(type="sources", sources=turn.sources)  # clients ignore types they do not know
@@ -386,16 +391,7 @@ def relay_reply(
         try:
             if not stored and partial:
                 # Tokens the model produced but nobody waited for are still paid for.
-                conversations.append_message(
-                    turn.conversation_id,
-                    turn.session_id,
-                    "assistant",
-                    partial,
-                    interrupted=True,
-                    output_tokens=estimate_tokens(partial),
-                    reserved_tokens=turn.reserved_tokens,
-                    sources=turn.sources,
-                )
+                store_reply(conversations, turn, partial, None, partial, interrupted=True)
             elif not stored:
                 ocw.store.limits.release_tokens(turn.reserved_tokens)
         except storage.UNAVAILABLE:

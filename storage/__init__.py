@@ -24,6 +24,7 @@ from .limits import Admission, Limits, Verdict
 __all__ = [
     "CONVERSATION_ID",
     "COUNTERS",
+    "Conversations",
     "DAY_MS",
     "UNAVAILABLE",
     "Admission",

@@ -1,629 +1,218 @@
-/*
- * Open Chat Widget: the embeddable chat client of this service.
- *
- *   <script src="https://HOST/widget/chat-widget.js" data-api-url="https://HOST/chat"
- *     data-api-key="WIDGET_KEY" defer></script>
- *
- * Optional attributes: data-title, data-welcome-message, data-input-placeholder,
- * data-position ("left", else right) and data-accent-color (any CSS colour).
- *
- * Plain JavaScript, no build step, no dependencies. Everything it draws lives in a shadow root,
- * so the host page's CSS cannot reach it and its CSS cannot reach the page. Message text is only
- * ever inserted as text, never parsed as HTML.
- */
-(() => {
-  "use strict";
+/* Built by web/build.mjs from web/src; edit the sources there, then run `npm run build` in web/. */
+(()=>{var kt=Object.defineProperty;var Oe=t=>{throw TypeError(t)};var bt=(t,e,r)=>e in t?kt(t,e,{enumerable:!0,configurable:!0,writable:!0,value:r}):t[e]=r;var b=(t,e,r)=>bt(t,typeof e!="symbol"?e+"":e,r),mt=(t,e,r)=>e.has(t)||Oe("Cannot "+r);var Be=(t,e,r)=>e.has(t)?Oe("Cannot add the same private member more than once"):e instanceof WeakSet?e.add(t):e.set(t,r);var F=(t,e,r)=>(mt(t,e,"access private method"),r);var xe={title:"Assistant",welcomeMessage:"Hi! Ask me anything and I will help you out.",inputPlaceholder:"Type your message...",send:"Send",stop:"Stop",retry:"Retry",openChat:"Open chat",closeChat:"Close chat",conversation:"Conversation",message:"Message",you:"You",suggestions:"Suggested questions",unauthorized:"This chat is not set up correctly: the website's chat key was refused. Please let the site owner know.",rateLimited:"You are sending messages too quickly. Please wait a moment, then retry.",unavailable:"The assistant is unavailable right now. Please try again in a little while.",unreachable:"The assistant could not be reached. Check your connection, then retry.",cutOff:"The reply was cut off before it finished.",rejected:"This message could not be sent.",interrupted:"Reply interrupted",cutShort:"This answer was cut short.",sources:"Sources:"},Me={en:xe,fr:{title:"Assistant",welcomeMessage:"Bonjour ! Posez-moi vos questions, je suis là pour vous aider.",inputPlaceholder:"Écrivez votre message...",send:"Envoyer",stop:"Arrêter",retry:"Réessayer",openChat:"Ouvrir la discussion",closeChat:"Fermer la discussion",conversation:"Conversation",message:"Message",you:"Vous",suggestions:"Questions suggérées",unauthorized:"Cette discussion est mal configurée : la clé du site a été refusée. Merci de prévenir le responsable du site.",rateLimited:"Vous envoyez des messages trop vite. Patientez un instant, puis réessayez.",unavailable:"L'assistant n'est pas disponible pour le moment. Réessayez dans un petit moment.",unreachable:"Impossible de joindre l'assistant. Vérifiez votre connexion, puis réessayez.",cutOff:"La réponse a été coupée avant la fin.",rejected:"Ce message n'a pas pu être envoyé.",interrupted:"Réponse interrompue",cutShort:"Cette réponse a été écourtée.",sources:"Sources :"},de:{title:"Assistent",welcomeMessage:"Hallo! Fragen Sie mich, was Sie möchten – ich helfe Ihnen gern.",inputPlaceholder:"Nachricht eingeben...",send:"Senden",stop:"Stopp",retry:"Erneut versuchen",openChat:"Chat öffnen",closeChat:"Chat schließen",conversation:"Unterhaltung",message:"Nachricht",you:"Sie",suggestions:"Vorgeschlagene Fragen",unauthorized:"Dieser Chat ist falsch eingerichtet: Der Chat-Schlüssel der Website wurde abgelehnt. Bitte informieren Sie den Betreiber.",rateLimited:"Sie senden Nachrichten zu schnell. Bitte warten Sie einen Moment und versuchen Sie es dann erneut.",unavailable:"Der Assistent ist gerade nicht verfügbar. Bitte versuchen Sie es in Kürze erneut.",unreachable:"Der Assistent ist nicht erreichbar. Prüfen Sie Ihre Verbindung und versuchen Sie es erneut.",cutOff:"Die Antwort brach ab, bevor sie fertig war.",rejected:"Diese Nachricht konnte nicht gesendet werden.",interrupted:"Antwort unterbrochen",cutShort:"Diese Antwort wurde gekürzt.",sources:"Quellen:"},es:{title:"Asistente",welcomeMessage:"¡Hola! Pregúntame lo que quieras y te ayudaré.",inputPlaceholder:"Escribe tu mensaje...",send:"Enviar",stop:"Detener",retry:"Reintentar",openChat:"Abrir chat",closeChat:"Cerrar chat",conversation:"Conversación",message:"Mensaje",you:"Tú",suggestions:"Preguntas sugeridas",unauthorized:"Este chat no está bien configurado: se rechazó la clave del sitio. Avisa al responsable del sitio.",rateLimited:"Estás enviando mensajes demasiado rápido. Espera un momento y vuelve a intentarlo.",unavailable:"El asistente no está disponible en este momento. Inténtalo de nuevo en un rato.",unreachable:"No se pudo contactar con el asistente. Comprueba tu conexión y vuelve a intentarlo.",cutOff:"La respuesta se cortó antes de terminar.",rejected:"No se pudo enviar este mensaje.",interrupted:"Respuesta interrumpida",cutShort:"Esta respuesta quedó incompleta.",sources:"Fuentes:"},pt:{title:"Assistente",welcomeMessage:"Olá! Pergunte o que quiser e eu ajudo.",inputPlaceholder:"Escreva sua mensagem...",send:"Enviar",stop:"Parar",retry:"Tentar novamente",openChat:"Abrir chat",closeChat:"Fechar chat",conversation:"Conversa",message:"Mensagem",you:"Você",suggestions:"Perguntas sugeridas",unauthorized:"Este chat não está configurado corretamente: a chave do site foi recusada. Avise o responsável pelo site.",rateLimited:"Você está enviando mensagens rápido demais. Aguarde um momento e tente novamente.",unavailable:"O assistente não está disponível agora. Tente novamente daqui a pouco.",unreachable:"Não foi possível contatar o assistente. Verifique sua conexão e tente novamente.",cutOff:"A resposta foi cortada antes de terminar.",rejected:"Não foi possível enviar esta mensagem.",interrupted:"Resposta interrompida",cutShort:"Esta resposta ficou incompleta.",sources:"Fontes:"},it:{title:"Assistente",welcomeMessage:"Ciao! Chiedimi quello che vuoi e ti aiuterò.",inputPlaceholder:"Scrivi il tuo messaggio...",send:"Invia",stop:"Interrompi",retry:"Riprova",openChat:"Apri la chat",closeChat:"Chiudi la chat",conversation:"Conversazione",message:"Messaggio",you:"Tu",suggestions:"Domande suggerite",unauthorized:"Questa chat non è configurata correttamente: la chiave del sito è stata rifiutata. Avvisa il gestore del sito.",rateLimited:"Stai inviando messaggi troppo in fretta. Attendi un momento, poi riprova.",unavailable:"L'assistente non è disponibile al momento. Riprova tra poco.",unreachable:"Impossibile raggiungere l'assistente. Controlla la connessione, poi riprova.",cutOff:"La risposta si è interrotta prima della fine.",rejected:"Impossibile inviare questo messaggio.",interrupted:"Risposta interrotta",cutShort:"Questa risposta è stata troncata.",sources:"Fonti:"},nl:{title:"Assistent",welcomeMessage:"Hallo! Stel me gerust je vraag, ik help je graag.",inputPlaceholder:"Typ je bericht...",send:"Versturen",stop:"Stoppen",retry:"Opnieuw proberen",openChat:"Chat openen",closeChat:"Chat sluiten",conversation:"Gesprek",message:"Bericht",you:"Jij",suggestions:"Voorgestelde vragen",unauthorized:"Deze chat is niet goed ingesteld: de chatsleutel van de website werd geweigerd. Laat het de beheerder van de site weten.",rateLimited:"Je verstuurt te snel berichten. Wacht even en probeer het dan opnieuw.",unavailable:"De assistent is nu niet beschikbaar. Probeer het over een poosje opnieuw.",unreachable:"De assistent is niet bereikbaar. Controleer je verbinding en probeer het opnieuw.",cutOff:"Het antwoord werd afgebroken voordat het klaar was.",rejected:"Dit bericht kon niet worden verstuurd.",interrupted:"Antwoord onderbroken",cutShort:"Dit antwoord is ingekort.",sources:"Bronnen:"},ar:{title:"المساعد",welcomeMessage:"مرحبًا! اسألني عن أي شيء وسأساعدك.",inputPlaceholder:"اكتب رسالتك...",send:"إرسال",stop:"إيقاف",retry:"إعادة المحاولة",openChat:"فتح المحادثة",closeChat:"إغلاق المحادثة",conversation:"المحادثة",message:"الرسالة",you:"أنت",suggestions:"أسئلة مقترحة",unauthorized:"هذه المحادثة غير مُعدّة بشكل صحيح: رُفض مفتاح الموقع. يُرجى إبلاغ صاحب الموقع.",rateLimited:"أنت ترسل الرسائل بسرعة كبيرة. انتظر قليلًا ثم أعد المحاولة.",unavailable:"المساعد غير متاح الآن. يُرجى المحاولة بعد قليل.",unreachable:"تعذّر الوصول إلى المساعد. تحقّق من اتصالك ثم أعد المحاولة.",cutOff:"انقطع الرد قبل أن يكتمل.",rejected:"تعذّر إرسال هذه الرسالة.",interrupted:"انقطع الرد",cutShort:"توقفت هذه الإجابة قبل اكتمالها.",sources:"المصادر:"},he:{title:"עוזר",welcomeMessage:"שלום! אפשר לשאול אותי כל דבר ואשמח לעזור.",inputPlaceholder:"כתבו הודעה...",send:"שליחה",stop:"עצירה",retry:"ניסיון חוזר",openChat:"פתיחת הצ'אט",closeChat:"סגירת הצ'אט",conversation:"שיחה",message:"הודעה",you:"אתם",suggestions:"שאלות מוצעות",unauthorized:"הצ'אט הזה לא מוגדר כראוי: מפתח האתר נדחה. נא ליידע את בעלי האתר.",rateLimited:"ההודעות נשלחות מהר מדי. נא להמתין רגע ולנסות שוב.",unavailable:"העוזר אינו זמין כרגע. נא לנסות שוב בעוד זמן קצר.",unreachable:"לא ניתן להגיע לעוזר. בדקו את החיבור ונסו שוב.",cutOff:"התשובה נקטעה לפני שהסתיימה.",rejected:"לא ניתן היה לשלוח את ההודעה.",interrupted:"התשובה נקטעה",cutShort:"התשובה הזו קוצרה.",sources:"מקורות:"}},wt=new Set(["ar","he","fa","ur"]);function qe(t,e=document.documentElement){let r=(t.lang||"").trim(),s=yt(r||e.lang),n=e.dir.toLowerCase(),i=!r&&(n==="rtl"||n==="ltr")?n:wt.has(s)?"rtl":"ltr",a={...xe,...Me[s]};for(let o of Object.keys(xe)){let l=(t[St(o)]||"").trim();l&&(a[o]=l)}return{lang:Me[s]?s:"en",dir:i,text:a}}function yt(t){let e=/^([a-z]{2,3})(?:[-_]|$)/i.exec((t||"").trim());return e?e[1].toLowerCase():""}function St(t){return["title","welcomeMessage","inputPlaceholder"].includes(t)?t:`text${t[0].toUpperCase()}${t.slice(1)}`}function we(){return{async:!1,breaks:!1,extensions:null,gfm:!0,hooks:null,pedantic:!1,renderer:null,silent:!1,tokenizer:null,walkTokens:null}}var N=we();function Xe(t){N=t}var M={exec:()=>null};function B(t){let e=[];return r=>{let s=Math.max(0,Math.min(3,r-1)),n=e[s];return n||(n=t(s),e[s]=n),n}}function g(t,e=""){let r=typeof t=="string"?t:t.source,s={replace:(n,i)=>{let a=typeof i=="string"?i:i.source;return a=a.replace(v.caret,"$1"),r=r.replace(n,a),s},getRegex:()=>new RegExp(r,e)};return s}var Ke=((t="")=>{try{return!!new RegExp("(?<=1)(?<!1)"+t)}catch{return!1}})(),v={codeRemoveIndent:/^(?: {0,3}\t| {1,4})/gm,listInterruptsParagraph:/^ {0,3}(?:[*+-]|1[.)])[ \t]+[^ \t\n]/,outputLinkReplace:/\\([\[\]])/g,indentCodeCompensation:/^(\s+)(?:```)/,beginningSpace:/^\s+/,endingHash:/#$/,startingSpaceChar:/^ /,endingSpaceChar:/ $/,endingSpaceTabChar:/[ \t]$/,nonSpaceChar:/[^ ]/,newLineCharGlobal:/\n/g,tabCharGlobal:/\t/g,leadingSpaceTab:/^[ \t]+/,multipleSpaceGlobal:/\s+/g,blankLine:/^[ \t]*$/,doubleBlankLine:/\n[ \t]*\n[ \t]*$/,blockquoteStart:/^ {0,3}>/,blockquoteSetextReplace:/\n {0,3}((?:=+|-+)[ \t]*)(?=\n|$)/g,blockquoteSetextReplace2:/^ {0,3}>[ \t]?/gm,blockquoteMarkerWhitespace:/^( {0,3}>)(\t[ \t]*)/gm,nestedBlockMarker:/^ {0,3}(?:(?:[*+-]|\d{1,9}[.)])(?: |$)|> ?)/,listReplaceNesting:/^ {1,4}(?=( {4})*[^ ])/g,listIsTask:/^\[[ xX]\][ \t]+\S/,listReplaceTask:/^\[[ xX]\][ \t]+/,listTaskCheckbox:/\[[ xX]\]/,anyLine:/\n.*\n/,hrefBrackets:/^<(.*)>$/,tableDelimiter:/[:|]/,tableAlignChars:/^\||\| *$/g,tableRowBlankLine:/\n[ \t]*$/,tableAlignRight:/^ *-+: *$/,tableAlignCenter:/^ *:-+: *$/,tableAlignLeft:/^ *:-+ *$/,startATag:/^<a /i,endATag:/^<\/a>/i,startPreScriptTag:/^<(pre|code|kbd|script)(\s|>)/i,endPreScriptTag:/^<\/(pre|code|kbd|script)(\s|>)/i,startAngleBracket:/^</,endAngleBracket:/>$/,pedanticHrefTitle:/^([^'"]*[^\s])\s+(['"])(.*)\2/,unicodeAlphaNumeric:/[\p{L}\p{N}]/u,numericCharacterReference:/&#(?:(\d{1,7})|[Xx]([A-Fa-f0-9]{1,6}));/,numericCharacterReferenceOrAmpersand:/&#(?:(\d{1,7})|[Xx]([A-Fa-f0-9]{1,6}));|&(?!(#\d{1,7}|#[Xx][a-fA-F0-9]{1,6}|\w+);)/g,escapeTest:/[&<>"']/,escapeReplace:/[&<>"']/g,escapeTestNoEncode:/[<>"']|&(?!(#\d{1,7}|#[Xx][a-fA-F0-9]{1,6}|\w+);)/,escapeReplaceNoEncode:/[<>"']|&(?!(#\d{1,7}|#[Xx][a-fA-F0-9]{1,6}|\w+);)/g,caret:/(^|[^\[])\^/g,percentDecode:/%25/g,findPipe:/\|/g,splitPipe:/ \|/,slashPipe:/\\\|/g,carriageReturn:/\r\n|\r/g,spaceLine:/^ +$/gm,notSpaceStart:/^\S*/,endingNewline:/\n$/,listItemRegex:t=>new RegExp(`^( {0,3}${t})((?:[	 ][^\\n]*)?(?:\\n|$))`),nextBulletRegex:B(t=>new RegExp(`^ {0,${t}}(?:[*+-]|\\d{1,9}[.)])((?:[ 	][^\\n]*)?(?:\\n|$))`)),hrRegex:B(t=>new RegExp(`^ {0,${t}}((?:-[ 	]*){3,}|(?:_[ 	]*){3,}|(?:\\*[ 	]*){3,})(?:\\n+|$)`)),fencesBeginRegex:B(t=>new RegExp(`^ {0,${t}}(?:\`\`\`|~~~)`)),headingBeginRegex:B(t=>new RegExp(`^ {0,${t}}#{1,6}(?:\\s|$)`)),pedanticHeadingBeginRegex:B(t=>new RegExp(`^ {0,${t}}#`)),htmlBeginRegex:B(t=>new RegExp(`^ {0,${t}}(?:</?(?:${Se})(?:[ \\t]+|$|/?>)|<(?:(?:script|pre|style|textarea)(?:[\\s>]|$)|!--)|<\\?|<![A-Za-z]|<!\\[CDATA\\[)`,"i")),blockquoteBeginRegex:B(t=>new RegExp(`^ {0,${t}}>`)),nestedContainerMarkers:/^(?: {0,3}(?:(?:[*+-]|\d{1,9}[.)])[ \t]+|>[ \t]?))+/},vt=/^(?:[ \t]*(?:\n|$))+/,At=/^((?: {4}| {0,3}\t)[^\n]+(?:\n(?:[ \t]*(?:\n|$))*)?)+/,Rt=/^ {0,3}(`{3,}(?=[^`\n]*(?:\n|$))|~{3,})([^\n]*)(?:\n|$)(?:|([\s\S]*?)(?:\n|$))(?: {0,3}(?:(?=`)\1`*|(?=~)\1~*) *(?=\n|$)|$)/,J=/^ {0,3}((?:-[\t ]*){3,}|(?:_[ \t]*){3,}|(?:\*[ \t]*){3,})(?:\n+|$)/,$t=/^ {0,3}(#{1,6})(?=\s|$)(.*)(?:\n+|$)/,ye=/ {0,3}(?:[*+-]|\d{1,9}[.)])/,Se="address|article|aside|base|basefont|blockquote|body|caption|center|col|colgroup|dd|details|dialog|dir|div|dl|dt|fieldset|figcaption|figure|footer|form|frame|frameset|h[1-6]|head|header|hr|html|iframe|legend|li|link|main|menu|menuitem|meta|nav|noframes|ol|optgroup|option|p|param|search|section|summary|table|tbody|td|tfoot|th|thead|title|tr|track|ul",ee=g(" {0,3}(?:</?(?:tag)(?:[ \\t]+|\\n|/?>)|<(?:(?:script|pre|style|textarea)(?:[\\s>]|$)|!--)|<\\?|<![A-Za-z]|<!\\[CDATA\\[)").replace("tag",Se).getRegex(),Ve=/^(?!bull |blockCode|fences|blockquote|heading|html|table)((?:.|\n(?!\s*?\n|bull |fences|blockquote|heading|hr|html|table))+?)\n {0,3}(=+|-+)[ \t]*(?:\n+|$)/,Ye=g(Ve).replace(/bull/g,ye).replace(/blockCode/g,/(?: {4}| {0,3}\t)/).replace(/fences/g,/ {0,3}(?:`{3,}|~{3,})/).replace(/blockquote/g,/ {0,3}>/).replace(/heading/g,/ {0,3}#{1,6}(?:\s|$)/).replace(/hr/g,/ {0,3}(?:(?:-[\t ]*){3,}|(?:_[ \t]*){3,}|(?:\*[ \t]*){3,})(?:\n+|$)/).replace(/\|table/g,"").replace(/html/g,ee).getRegex(),Tt=g(Ve).replace(/bull/g,ye).replace(/blockCode/g,/(?: {4}| {0,3}\t)/).replace(/fences/g,/ {0,3}(?:`{3,}|~{3,})/).replace(/blockquote/g,/ {0,3}>/).replace(/heading/g,/ {0,3}#{1,6}(?:\s|$)/).replace(/hr/g,/ {0,3}(?:(?:-[\t ]*){3,}|(?:_[ \t]*){3,}|(?:\*[ \t]*){3,})(?:\n+|$)/).replace(/table/g,/ {0,3}\|?(?:[:\- ]*\|)+[\:\- ]*\n/).replace(/html/g,ee).getRegex(),ve=/^([^\n]+(?:\n(?!hr|heading|lheading|blockquote|fences|list|html|table|[ \t]+\n)[^\n]+)*)/,zt=/^[^\n]+/,Ae=/(?!\s*\])(?:\\[\s\S]|[^\[\]\\\n]|\n(?![ \t]*\n))+/,Ct=g(/^ {0,3}\[(label)\]: *(?:\n[ \t]*)?([^<\s][^\s]*|<(?:\\.|[^\n<>\\])*>)(?:(?: +(?:\n[ \t]*)?| *\n[ \t]*)(title))? *(?:\n+|$)/).replace("label",Ae).replace("title",/(?:"(?:\\[\s\S]|[^"\\])*"|'(?:\\[\s\S]|[^'\\\n]|\n(?!\n))*'|\((?:\\[\s\S]|[^()\\])*\))/).getRegex(),Pt=g(/^(bull)([ \t][^\n]*?)?(?:\n|$)/).replace(/bull/g,ye).getRegex(),Re=/<!--(?:-?>|[\s\S]*?(?:-->|$))/,_t=g("^ {0,3}(?:<(script|pre|style|textarea)[\\s>][\\s\\S]*?(?:</\\1>[^\\n]*\\n*|$)|comment[^\\n]*(\\n+|$)|<\\?[\\s\\S]*?(?:\\?>[^\\n]*\\n*|$)|<![A-Z][\\s\\S]*?(?:>[^\\n]*\\n*|$)|<!\\[CDATA\\[[\\s\\S]*?(?:\\]\\]>[^\\n]*\\n*|$)|</?(tag)(?:[ \\t]+|\\n|/?>|$)[\\s\\S]*?(?:(?:\\n[ 	]*)+\\n|$)|<(?!(?:script|pre|style|textarea)(?![a-z0-9-]))([a-z][a-z0-9-]*)(?:attribute)*?[ \\t]*/?>(?=[ \\t]*(?:\\n|$))[\\s\\S]*?(?:(?:\\n[ 	]*)+\\n|$)|</[a-z][a-z0-9-]*\\s*>(?=[ \\t]*(?:\\n|$))[\\s\\S]*?(?:(?:\\n[ 	]*)+\\n|$))","i").replace("comment",Re).replace("tag",Se).replace("attribute",/[ \t]+[a-zA-Z:_][\w.:-]*(?:[ \t]*=[ \t]*"[^"\n]*"|[ \t]*=[ \t]*'[^'\n]*'|[ \t]*=[ \t]*[^\s"'=<>`]+)?/).getRegex(),Je=t=>g(ve).replace("hr",J).replace("heading"," {0,3}#{1,6}(?:\\s|$)").replace("|lheading","").replace("|table","").replace("blockquote"," {0,3}>").replace("fences"," {0,3}(?:`{3,}(?=[^`\\n]*(?:\\n|$))|~~~)[^\\n]*(?:\\n|$)").replace("list",t).replace("html",ee).getRegex(),Et=Je(/ {0,3}(?:[*+-]|1[.)])[ \t]+[^ \t\n]/),It=Je(/ {0,3}(?:[*+-]|\d{1,9}[.)])(?:[ \t]|\n|$)/),Lt=g(/^( {0,3}> ?(?:(?![ \t]*(?:\n|$))(paragraph)|[^\n]*)(?:\n|$))+/).replace("paragraph",It).getRegex(),$e={blockquote:Lt,code:At,def:Ct,fences:Rt,heading:$t,hr:J,html:_t,lheading:Ye,list:Pt,newline:vt,paragraph:Et,table:M,text:zt},De=g("^ *([^\\n ].*)\\n {0,3}((?:\\| *)?:?-+:? *(?:\\| *:?-+:? *)*(?:\\| *)?)(?:\\n((?:(?! *\\n|hr|heading|blockquote|code|fences|list|html).*(?:\\n|$))*)\\n*|$)").replace("hr",J).replace("heading"," {0,3}#{1,6}(?:\\s|$)").replace("blockquote"," {0,3}>").replace("code","(?: {4}| {0,3}	)[^\\n]").replace("fences"," {0,3}(?:`{3,}(?=[^`\\n]*(?:\\n|$))|~~~)[^\\n]*(?:\\n|$)").replace("list"," {0,3}(?:[*+-]|1[.)])[ \\t]").replace("html",ee).getRegex(),Ot={...$e,lheading:Tt,table:De,paragraph:g(ve).replace("hr",J).replace("heading"," {0,3}#{1,6}(?:\\s|$)").replace("|lheading","").replace("table",De).replace("blockquote"," {0,3}>").replace("fences"," {0,3}(?:`{3,}(?=[^`\\n]*(?:\\n|$))|~~~)[^\\n]*(?:\\n|$)").replace("list"," {0,3}(?:[*+-]|1[.)])[ \\t]+[^ \\t\\n]").replace("html",ee).getRegex()},Bt={...$e,html:g(`^ *(?:comment(?: *\\n|\\s*$)|<(tag)[\\s\\S]+?</\\1>(?: *\\n{2,}|\\s*$)|<tag(?:"[^"]*"|'[^']*'|\\s[^'"/>\\s]*)*?/?>(?: *\\n{2,}|\\s*$))`).replace("comment",Re).replace(/tag/g,"(?!(?:a|em|strong|small|s|cite|q|dfn|abbr|data|time|code|var|samp|kbd|sub|sup|i|b|u|mark|ruby|rt|rp|bdi|bdo|span|br|wbr|ins|del|img)\\b)\\w+(?!:|[^\\w\\s@]*@)\\b").getRegex(),def:/^ *\[([^\]]+)\]: *<?([^\s>]+)>?(?: +(["(][^\n]+[")]))? *(?:\n+|$)/,heading:/^(#{1,6})(.*)(?:\n+|$)/,fences:M,lheading:/^(.+?)\n {0,3}(=+|-+) *(?:\n+|$)/,paragraph:g(ve).replace("hr",J).replace("heading",` *#{1,6} *[^
+]`).replace("|table","").replace("blockquote"," {0,3}>").replace("|fences","").replace("|list","").replace("|html","").replace("|tag","").replace("lheading",Ye).getRegex()},Mt=/^\\([!"#$%&'()*+,\-./:;<=>?@\[\]\\^_`{|}~])/,qt=/^(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/,et=/^( {2,}|\\)\n(?!\s*$)[ \t]*/,Dt=/^(`+|[^`])(?:(?= {2,}\n)|[\s\S]*?(?:(?=[\\<!\[`*_]|\b_|$)|[^ ](?= {2,}\n)))/,C=/[\p{P}\p{S}]/u,G=/[\s\p{P}\p{S}]/u,te=/[^\s\p{P}\p{S}]/u,jt=g(/^((?![*_])punctSpace)/,"u").replace(/punctSpace/g,G).getRegex(),Nt=/[\p{Pi}\p{Ps}"']/u,tt=/(?!~)[\p{P}\p{S}]/u,Ht=/(?!~)[\s\p{P}\p{S}]/u,Zt=/(?:[^\s\p{P}\p{S}]|~)/u,Ut=g(/link|precode-code|html/,"g").replace("link",/\[(?:[^\[\]`]|(?<a>`+)[^`]+\k<a>(?!`))*?\]\((?:\\[\s\S]|[^\\\(\)]|\((?:\\[\s\S]|[^\\\(\)])*\))*\)/).replace("precode-",Ke?"(?<!`)()":"(^^|[^`])").replace("code",/(?<b>`+)[^`]+\k<b>(?!`)/).replace("html",/<(?! )[^<>]*?>/).getRegex(),rt=/^(?:\*+(?:((?!\*)punct)|([^\s*]))?)|^_+(?:((?!_)punct)|([^\s_]))?/,Ft=g(rt,"u").replace(/punct/g,C).getRegex(),Qt=g(rt,"u").replace(/punct/g,tt).getRegex(),Gt=/^(?:\*+(?:((?!\*)(?!openQuote)punct)|([^\s*]))?)|^_+(?:((?!_)(?!openQuote)punct)|([^\s_]))?/,Wt=g(Gt,"u").replace(/openQuote/g,Nt).replace(/punct/g,C).getRegex(),st="^[^_*]*?__[^_*]*?\\*[^_*]*?(?=__)|[^*]+(?=[^*])|(?!\\*)punct(\\*+)(?=[\\s]|$)|notPunctSpace(\\*+)(?!\\*)(?=punctSpace|$)|(?!\\*)punctSpace(\\*+)(?=notPunctSpace)|[\\s](\\*+)(?!\\*)(?=punct)|(?!\\*)punct(\\*+)(?!\\*)(?=punct)|notPunctSpace(\\*+)(?=notPunctSpace)",Xt=g(st,"gu").replace(/notPunctSpace/g,te).replace(/punctSpace/g,G).replace(/punct/g,C).getRegex(),Kt=g(st,"gu").replace(/notPunctSpace/g,Zt).replace(/punctSpace/g,Ht).replace(/punct/g,tt).getRegex(),Vt="^[^_*]*?__[^_*]*?\\*[^_*]*?(?=__)|[^*]+(?=[^*])|(?!\\*)punct(\\*+)(?=[\\s]|$)|notPunctSpace(\\*+)(?!\\*)(?=punctSpace|$)|(?!\\*)[\\s](\\*+)(?=notPunctSpace)|[\\s](\\*+)(?!\\*)(?=punct)|(?!\\*)punct(\\*+)(?!\\*)(?=punct)|(?:(?!\\*)punct|notPunctSpace)(\\*+)(?!\\*)(?=notPunctSpace)",Yt=g(Vt,"gu").replace(/notPunctSpace/g,te).replace(/punctSpace/g,G).replace(/punct/g,C).getRegex(),Jt=g("^[^_*]*?\\*\\*[^_*]*?_[^_*]*?(?=\\*\\*)|[^_]+(?=[^_])|(?!_)punct(_+)(?=[\\s]|$)|notPunctSpace(_+)(?!_)(?=punctSpace|$)|(?!_)punctSpace(_+)(?=notPunctSpace)|[\\s](_+)(?!_)(?=punct)|(?!_)punct(_+)(?!_)(?=punct)","gu").replace(/notPunctSpace/g,te).replace(/punctSpace/g,G).replace(/punct/g,C).getRegex(),er="^[^_*]*?\\*\\*[^_*]*?_[^_*]*?(?=\\*\\*)|[^_]+(?=[^_])|(?!_)punct(_+)(?=[\\s]|$)|notPunctSpace(_+)(?!_)(?=punctSpace|$)|(?!_)[\\s](_+)(?=notPunctSpace)|[\\s](_+)(?!_)(?=punct)|(?!_)punct(_+)(?!_)(?=punct)|(?:(?!_)punct|notPunctSpace)(_+)(?!_)(?=notPunctSpace)",tr=g(er,"gu").replace(/notPunctSpace/g,te).replace(/punctSpace/g,G).replace(/punct/g,C).getRegex(),rr=g(/^~~?(?:((?!~)punct)|[^\s~])/,"u").replace(/punct/g,C).getRegex(),sr="^[^~]+(?=[^~])|(?!~)punct(~~?)(?=[\\s]|$)|notPunctSpace(~~?)(?!~)(?=punctSpace|$)|(?!~)punctSpace(~~?)(?=notPunctSpace)|[\\s](~~?)(?!~)(?=punct)|(?!~)punct(~~?)(?!~)(?=punct)|notPunctSpace(~~?)(?=notPunctSpace)",nr=g(sr,"gu").replace(/notPunctSpace/g,te).replace(/punctSpace/g,G).replace(/punct/g,C).getRegex(),ir=g(/\\(punct)/,"gu").replace(/punct/g,C).getRegex(),ar=g(/(`+)(?:[^`]|[^`][\s\S]*?[^`])\1(?!`)|`+|\\(punct)/,"gu").replace(/punct/g,C).getRegex(),or=g(/^<(scheme:[^\s\x00-\x1f<>]*|email)>/).replace("scheme",/[a-zA-Z][a-zA-Z0-9+.-]{1,31}/).replace("email",/[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+(@)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+(?![-_])/).getRegex(),lr=g(Re).replace("(?:-->|$)","-->").getRegex(),cr=g("^comment|^</[a-zA-Z][a-zA-Z0-9-]*\\s*>|^<[a-zA-Z][a-zA-Z0-9-]*(?:attribute)*?\\s*/?>|^<\\?[\\s\\S]*?\\?>|^<![a-zA-Z]+\\s[\\s\\S]*?>|^<!\\[CDATA\\[[\\s\\S]*?\\]\\]>").replace("comment",lr).replace("attribute",/\s+[a-zA-Z:_][\w.:-]*(?:\s*=\s*"[^"]*"|\s*=\s*'[^']*'|\s*=\s*[^\s"'=<>`]+)?/).getRegex(),nt=/\[(?:\\[\s\S]|[^\[\]\\])*\]/,oe=g(/(?:\[(?:brackets|\\[\s\S]|[^\[\]\\])*\]|\\[\s\S]|`+(?!`)[^`]*?`+(?!`)|``+(?=\])|[^\[\]\\`])*?/).replace("brackets",nt).getRegex(),hr=g(/^!?\[(label)\]\([ \t\n]*(href)(?:(?:[ \t]+(?:\n[ \t]*)?|\n[ \t]*)(title))?[ \t\n]*\)/).replace("label",oe).replace("href",/<(?:\\.|[^\n<>\\])*>|(?!<)[^ \t\n\x00-\x1f]+|(?=\))/).replace("title",/"(?:\\[\s\S]|[^"\\])*"|'(?:\\[\s\S]|[^'\\])*'|\((?:\\[\s\S]|[^)\\])*\)/).getRegex(),pr=g(/^!?\[(label)\]\[(ref)\]/).replace("label",oe).replace("ref",Ae).getRegex(),ur=g(/^!?\[(ref)\](?:\[\])?/).replace("ref",Ae).getRegex(),je=/(?!\s*\])(?:\\[\s\S]|[^\[\]\\]){1,999}/,dr=g(/(?:[^\[\]\\`]*(?:\[(?:brackets|\\[\s\S]|[^\[\]\\])*\]|\\[\s\S]|`+(?!`)[^`]*?`+(?!`)|``+(?=\]))){0,999}?[^\[\]\\`]*?/).replace("brackets",nt).getRegex(),gr=g("reflink|nolink(?!\\()","g").replace("reflink",g(/^!?\[(label)\]\[(ref)\]/).replace("label",dr).replace("ref",je).getRegex()).replace("nolink",g(/^!?\[(ref)\](?:\[\])?/).replace("ref",je).getRegex()).getRegex(),Ne=/[hH][tT][tT][pP][sS]?|[fF][tT][pP]/,fr=/[A-Za-z0-9._+-]+@[a-zA-Z0-9-_]+(?:\.[a-zA-Z0-9-_]*[a-zA-Z0-9])+(?![\w-])/,xr=g(/(?:mailto:email|xmpp:email(?:\/[A-Za-z0-9@.]+)?)/).replace(/email/g,fr).getRegex(),Te={_backpedal:M,anyPunctuation:ir,anyPunctuationOutsideCode:ar,autolink:or,blockSkip:Ut,br:et,code:qt,del:M,delLDelim:M,delRDelim:M,emStrongLDelim:Ft,emStrongRDelimAst:Xt,emStrongRDelimUnd:Jt,escape:Mt,link:hr,nolink:ur,punctuation:jt,reflink:pr,reflinkSearch:gr,tag:cr,text:Dt,url:M},kr={...Te,emStrongLDelim:Wt,emStrongRDelimAst:Yt,emStrongRDelimUnd:tr,link:g(/^!?\[(label)\]\((.*?)\)/).replace("label",oe).getRegex(),reflink:g(/^!?\[(label)\]\s*\[([^\]]*)\]/).replace("label",oe).getRegex()},ke={...Te,emStrongRDelimAst:Kt,emStrongLDelim:Qt,delLDelim:rr,delRDelim:nr,url:g(/^emailProtocol|^((?:protocol):\/\/|www\.)(?:[a-zA-Z0-9\-]+\.?)+[^\s<]*|^email/).replace("emailProtocol",xr).replace("protocol",Ne).replace("email",/[A-Za-z0-9._+-]+(@)[a-zA-Z0-9-_]+(?:\.[a-zA-Z0-9-_]*[a-zA-Z0-9])+(?![\w-])/).getRegex(),_backpedal:/(?:[^?!.,:;*_'"~()&]+|\([^)]*\)|&(?![a-zA-Z0-9]+;$)|[?!.,:;*_'"~)]+(?!$))+/,del:/^(~~?)(?=[^\s~])((?:\\[\s\S]|[^\\])*?(?:\\[\s\S]|[^\s~\\]))\1(?=[^~]|$)/,text:g(/^(?:[^a-zA-Z0-9](?=emailProtocol)|(`+|~+|[^`~])(?:(?=[`~])|(?= {2,}\n)|(?=[a-zA-Z0-9.!#$%&'*+\/=?_`{\|}~-]+@)|[\s\S]*?(?:(?=[\\<!\[`*~_]|\b_|protocol:\/\/|wwwStart|$)|[^ ](?= {2,}\n)|[^a-zA-Z0-9](?=emailProtocol)|[^a-zA-Z0-9.!#$%&'*+\/=?_`{\|}~-](?=[a-zA-Z0-9.!#$%&'*+\/=?_`{\|}~-]+@))))/).replace("protocol",Ne).replace(/emailProtocol/g,/(?:mailto|xmpp):/).replace("wwwStart",Ke?"(?<![^\\s*_~(])www\\.":"www\\.").getRegex()},br={...ke,br:g(et).replace("{2,}","*").getRegex(),text:g(ke.text).replace("\\b_","\\b_| {2,}\\n").replace(/\{2,\}/g,"*").getRegex()},ne={normal:$e,gfm:Ot,pedantic:Bt},V={normal:Te,gfm:ke,breaks:br,pedantic:kr},mr={"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"},He=t=>mr[t];function A(t,e){if(e){if(v.escapeTest.test(t))return t.replace(v.escapeReplace,He)}else if(v.escapeTestNoEncode.test(t))return t.replace(v.escapeReplaceNoEncode,He);return t}function wr(t){return v.numericCharacterReference.test(t)?t.replace(v.numericCharacterReferenceOrAmpersand,(e,r,s)=>{if(r===void 0&&s===void 0)return"&amp;";let n=r===void 0?Number.parseInt(s,16):Number.parseInt(r,10);return n===0||n>1114111||n>=55296&&n<=57343?"�":n===38?"&amp;":String.fromCodePoint(n)}):t}function Ze(t){try{t=encodeURI(t).replace(v.percentDecode,"%")}catch{return null}return t}function Ue(t,e){let r=t.replace(v.findPipe,(i,a,o)=>{let l=!1,p=a;for(;--p>=0&&o[p]==="\\";)l=!l;return l?"|":" |"}),s=r.split(v.splitPipe),n=0;if(s[0].trim()||s.shift(),s.length>0&&!s.at(-1)?.trim()&&s.pop(),e)if(s.length>e)s.splice(e);else for(;s.length<e;)s.push("");for(;n<s.length;n++)s[n]=s[n].trim().replace(v.slashPipe,"|");return s}function E(t,e,r){let s=t.length;if(s===0)return"";let n=0;for(;n<s;){let i=t.charAt(s-n-1);if(i===e&&!r)n++;else if(i!==e&&r)n++;else break}return t.slice(0,s-n)}function Fe(t){let e=t.split(`
+`),r=e.length-1;for(;r>=0&&v.blankLine.test(e[r]);)r--;return e.length-r<=2?t:e.slice(0,r+1).join(`
+`)}function le(t){return t.trim().replace(v.multipleSpaceGlobal," ").toLowerCase().toUpperCase().toLowerCase()}function Qe(t,e){if(t.indexOf(e[0])===-1&&t.indexOf(e[1])===-1)return-1;let r=0;for(let s=0;s<t.length;s++)if(t[s]==="\\")s++;else if(t[s]===e[0])r++;else if(t[s]===e[1]&&(r--,r<0))return s;return r>0?-2:-1}var Q=new WeakMap;function ze(t){let e={"*":-1,_:-1},r=-1,s=t.length;for(let n=0;n<s;n++){let i=t[n];if(i!=="*"&&i!=="_"&&i!=="~")continue;let a=n===0?`
+`:t[n-1],o=n+1;for(;o<s&&t[o]===i;)o++;a!==" "&&a!=="	"&&a!==`
+`&&a!=="\r"&&a!=="\f"&&(i==="~"?r=n:e[i]=n),n=o-1}return{maskedSrc:t,lastPossibleEmStrongCloserIndex:e,lastPossibleDelCloserIndex:r}}function yr(t,e){let r=ze(e),s=Q.get(t);s?s.push(r):Q.set(t,[r])}function Sr(t){let e=Q.get(t);e&&(e.pop(),e.length===0&&Q.delete(t))}function it(t,e,r){let s=Q.get(t)?.at(-1);return s&&s.maskedSrc===e?s.lastPossibleEmStrongCloserIndex[r]:ze(e).lastPossibleEmStrongCloserIndex[r]}function at(t,e){let r=Q.get(t)?.at(-1);return r&&r.maskedSrc===e?r.lastPossibleDelCloserIndex:ze(e).lastPossibleDelCloserIndex}function ie(t,e=0){let r=e,s="";for(let n of t)if(n==="	"){let i=4-r%4;s+=" ".repeat(i),r+=i}else s+=n,r++;return s}function vr(t,e){let r="";for(let s=0;s<t.length;s++){if(t[s]==="`"){let n=e.inline.code.exec(t.slice(s));if(n){r+=n[0],s+=n[0].length-1;continue}}if(t[s]==="\\"&&(t[s+1]==="["||t[s+1]==="]")){r+=t[s+1],s++;continue}r+=t[s]}return r}function Ge(t,e,r,s,n){let i=e.href,a=e.title||null,o=vr(t[1],n),l=t[0].charAt(0)==="!",p=s.state.inLink,c=s.state.linkEmitted,u=s.state.inRawBlock;s.state.inLink=!0,s.state.linkEmitted=!1;let h=s.inlineTokens(o),f=s.state.linkEmitted;if(s.state.linkEmitted=c,s.state.inLink=p,!l){if(f){s.state.inRawBlock=u;return}s.state.linkEmitted=!0}return{type:l?"image":"link",raw:r,href:i,title:a,text:o,tokens:h}}function Ar(t,e,r){let s=t.match(r.other.indentCodeCompensation);if(s===null)return e;let n=s[1];return e.split(`
+`).map(i=>{let a=i.match(r.other.beginningSpace);if(a===null)return i;let[o]=a;return i.slice(Math.min(o.length,n.length))}).join(`
+`)}function We(t,e,r,s){if(!e.includes("<"))return!1;for(let n=0;n<e.length;n++){if(e[n]==="\\"){n++;continue}if(e[n]==="`"){let o=s.inline.code.exec(e.slice(n));if(o){n+=o[0].length-1;continue}}if(e[n]!=="<")continue;let i=t.slice(r+n),a=s.inline.tag.exec(i)||s.inline.autolink.exec(i);if(a){if(a[0].length>e.length-n)return!0;n+=a[0].length-1}}return!1}var q=class{constructor(t){b(this,"options");b(this,"rules");b(this,"lexer");this.options=t||N}space(t){let e=this.rules.block.newline.exec(t);if(e&&e[0].length>0)return{type:"space",raw:e[0]}}code(t){let e=this.rules.block.code.exec(t);if(e){let r=this.options.pedantic?e[0]:Fe(e[0]),s=r.replace(this.rules.other.codeRemoveIndent,"");return{type:"code",raw:r,codeBlockStyle:"indented",text:s}}}fences(t){let e=this.rules.block.fences.exec(t);if(e){let r=e[0],s=Ar(r,e[3]||"",this.rules);return e[3]!==void 0&&(s===""||s.endsWith(`
+`))&&(s+=`
+`),{type:"code",raw:r,lang:e[2]?e[2].trim().replace(this.rules.inline.anyPunctuation,"$1"):e[2],text:s}}}heading(t){let e=this.rules.block.heading.exec(t);if(e){let r=e[2].trim();if(this.rules.other.endingHash.test(r)){let s=E(r,"#");(this.options.pedantic||!s||this.rules.other.endingSpaceTabChar.test(s))&&(r=s.trim())}return{type:"heading",raw:E(e[0],`
+`),depth:e[1].length,text:r,tokens:this.lexer.inline(r)}}}hr(t){let e=this.rules.block.hr.exec(t);if(e)return{type:"hr",raw:E(e[0],`
+`)}}blockquote(t){let e=this.rules.block.blockquote.exec(t);if(e){let r=E(e[0],`
+`).split(`
+`),s="",n="",i=[];for(;r.length>0;){let a=!1,o=[],l;for(l=0;l<r.length;l++)if(this.rules.other.blockquoteStart.test(r[l]))o.push(r[l]),a=!0;else if(!a)o.push(r[l]);else break;r=r.slice(l);let p=o.join(`
+`),c=p.replace(this.rules.other.blockquoteMarkerWhitespace,(f,k,S)=>S.startsWith(" ")?k+" "+S.slice(1):k+ie(S,k.length)).replace(this.rules.other.blockquoteSetextReplace,`
+    $1`).replace(this.rules.other.blockquoteSetextReplace2,"");s=s?`${s}
+${p}`:p,n=n?`${n}
+${c}`:c;let u=this.lexer.state.top;if(this.lexer.state.top=!0,this.lexer.blockTokens(c,i,!0),this.lexer.state.top=u,r.length===0)break;let h=i.at(-1);if(h?.type==="code"||h?.type==="heading"||h?.type==="hr"||h?.type==="html"||h?.type==="table")break;if(h?.type==="blockquote"){let f=h,k=r.join(`
+`),S=f.raw+`
+`+k.replace(this.rules.other.blockquoteSetextReplace2,""),x=this.blockquote(S);i[i.length-1]=x;let m=S.substring(x.raw.length).replace(/^\n/,""),_=m?m.split(`
+`).length:0,y=_?r.slice(0,-_):r;if(y.length>0&&(s=`${s}
+${y.join(`
+`)}`),n=n.substring(0,n.length-f.text.length)+x.text,r=r.slice(y.length),r.length>0&&this.rules.other.blockquoteStart.test(r[0]))continue;break}else if(h?.type==="list"){let f=h,k=f.raw+`
+`+r.join(`
+`),S=this.list(k);i[i.length-1]=S;let x=S.raw.length>f.raw.length?k.slice(f.raw.length+1,S.raw.length).split(`
+`).length:0;if(x>0){let m=r.slice(0,x).join(`
+`);s=`${s}
+${m}`,n=`${n}
+${m}`}if(r=r.slice(x),r.length>0&&!this.rules.other.blockquoteStart.test(r[0]))break;continue}}return{type:"blockquote",raw:s,tokens:i,text:n}}}list(t){let e=this.rules.block.list.exec(t);if(e){if(!this.options.pedantic&&this.lexer.state.lastToken?.type==="text"&&!this.rules.other.listInterruptsParagraph.test(t))return;let r=t,s=()=>r.length-t.length,n=e[1].trim(),i=n.length>1,a={type:"list",raw:"",ordered:i,start:i?+n.slice(0,-1):"",loose:!1,items:[]};n=i?`\\d{1,9}\\${n.slice(-1)}`:`\\${n}`,this.options.pedantic&&(n=i?n:"[*+-]");let o=this.rules.other.listItemRegex(n),l=!1;for(;t;){let u=!1,h="";if(!(e=o.exec(t))||this.rules.block.hr.test(t))break;let f=s();t=t.substring(e[0].length);let k=e[2].split(`
+`,1)[0],S=e[1].length,x=this.options.pedantic?ie(k,S):k.replace(this.rules.other.leadingSpaceTab,H=>ie(H,S)),m=t.split(`
+`,1)[0],_=!x.trim(),y=0;if(this.options.pedantic?(y=2,h=x.trimStart()):_?y=S+1:(y=x.search(this.rules.other.nonSpaceChar),y=y>4?1:y,h=x.slice(y),y+=S),_&&this.rules.other.blankLine.test(m)&&(t=t.substring(m.length+1),u=!0),!u){let H=this.rules.other.nextBulletRegex(y),X=this.rules.other.hrRegex(y),re=this.rules.other.fencesBeginRegex(y),O=this.options.pedantic?this.rules.other.pedanticHeadingBeginRegex(y):this.rules.other.headingBeginRegex(y),K=this.rules.other.htmlBeginRegex(y),se=this.rules.other.blockquoteBeginRegex(y),fe=!1;for(;t;){let Le=t.split(`
+`,1)[0],Z;if(m=Le,this.options.pedantic?(m=m.replace(this.rules.other.listReplaceNesting,"  "),Z=m):Z=m.replace(this.rules.other.leadingSpaceTab,$=>ie($)),re.test(m)||O.test(m)||K.test(m)||se.test(m)||H.test(m)||X.test(m))break;if(Z.search(this.rules.other.nonSpaceChar)>=y||!m.trim())h+=`
+`+Z.slice(y),fe=!1;else{if(_)break;let $=x;if(!this.options.pedantic&&!h.includes(`
+`)&&!x.includes("	")){let U;for(;!X.test($)&&(U=this.rules.other.nestedBlockMarker.exec($));)$=$.slice(U[0].length);if(!$.trim())break}if($.replace(this.rules.other.tabCharGlobal,"    ").search(this.rules.other.nonSpaceChar)>=4||re.test($)||O.test($)||K.test($)||X.test($))break;if(!this.options.pedantic&&!fe){let U=x.replace(this.rules.other.nestedContainerMarkers,"");if(this.rules.block.fences.test(U)||this.rules.block.heading.test(U)||this.rules.block.hr.test(U))break}let xt=!this.options.pedantic&&/^ {0,3}(?:=+|-+) *$/.test(m)&&this.rules.block.lheading.test(`${x}
+${m}`)?`    ${Z.replace(/^ {0,3}/,"")}`:m;h+=`
+`+xt,fe=!0}_=!m.trim(),t=t.substring(Le.length+1),x=Z.slice(y)}}let W=r.slice(f,s());a.loose||(l?a.loose=!0:this.rules.other.doubleBlankLine.test(W)&&(l=!0)),a.items.push({type:"list_item",raw:W,task:!!this.options.gfm&&this.rules.other.listIsTask.test(h),loose:!1,text:h,tokens:[]})}let p=a.items.at(-1);if(p)p.raw=p.raw.trimEnd(),p.text=p.text.trimEnd();else return;a.raw=r.slice(0,s()).trimEnd();let c=[];for(let u of a.items)if(this.lexer.state.top=!1,c.push(this.lexer.inlineQueue.length),u.tokens=this.lexer.blockTokens(u.text,[]),!a.loose){let h=u.tokens.filter(k=>k.type==="space"),f=h.length>0&&h.some(k=>this.rules.other.anyLine.test(k.raw));a.loose=f}for(let u=0;u<a.items.length;u++){let h=a.items[u],f=h.tokens[0];if(h.task&&(f?.type==="text"||f?.type==="paragraph")){h.text=h.text.replace(this.rules.other.listReplaceTask,""),f.raw=f.raw.replace(this.rules.other.listReplaceTask,""),f.text=f.text.replace(this.rules.other.listReplaceTask,"");let k=this.lexer.inlineQueue;for(let x=c[u];x<k.length;x++)if(k[x].tokens===f.tokens){k[x].src=k[x].src.replace(this.rules.other.listReplaceTask,"");break}let S=this.rules.other.listTaskCheckbox.exec(h.raw);if(S){let x={type:"checkbox",raw:S[0]+" ",checked:S[0]!=="[ ]"};h.checked=x.checked,a.loose?h.tokens[0]&&["paragraph","text"].includes(h.tokens[0].type)&&"tokens"in h.tokens[0]&&h.tokens[0].tokens?(h.tokens[0].raw=x.raw+h.tokens[0].raw,h.tokens[0].text=x.raw+h.tokens[0].text,h.tokens[0].tokens.unshift(x)):h.tokens.unshift({type:"paragraph",raw:x.raw,text:x.raw,tokens:[x]}):h.tokens.unshift(x)}}else h.task&&(h.task=!1)}if(a.loose)for(let u of a.items){u.loose=!0;for(let h of u.tokens)h.type==="text"&&(h.type="paragraph")}return a}}html(t){let e=this.rules.block.html.exec(t);if(e){if(this.lexer.state.lastToken?.type==="paragraph"&&!this.rules.other.htmlBeginRegex(4).test(t))return;let r=Fe(e[0]);return{type:"html",block:!0,raw:r,pre:e[1]==="pre"||e[1]==="script"||e[1]==="style",text:r}}}def(t){let e=this.rules.block.def.exec(t);if(e){if(!this.rules.other.startAngleBracket.test(e[2])&&Qe(e[2],"()")!==-1)return;let r=le(e[1]),s=e[2]?e[2].replace(this.rules.other.hrefBrackets,"$1").replace(this.rules.inline.anyPunctuation,"$1"):"",n=e[3]?e[3].substring(1,e[3].length-1).replace(this.rules.inline.anyPunctuation,"$1"):e[3];return{type:"def",tag:r,raw:E(e[0],`
+`),href:s,title:n}}}table(t){let e=this.rules.block.table.exec(t);if(!e||!this.rules.other.tableDelimiter.test(e[2]))return;let r=Ue(e[1]),s=e[2].replace(this.rules.other.tableAlignChars,"").split("|"),n=e[3]?.trim()?e[3].replace(this.rules.other.tableRowBlankLine,"").split(`
+`):[],i={type:"table",raw:E(e[0],`
+`),header:[],align:[],rows:[]};if(r.length===s.length){for(let a of s)this.rules.other.tableAlignRight.test(a)?i.align.push("right"):this.rules.other.tableAlignCenter.test(a)?i.align.push("center"):this.rules.other.tableAlignLeft.test(a)?i.align.push("left"):i.align.push(null);for(let a=0;a<r.length;a++)i.header.push({text:r[a],tokens:this.lexer.inline(r[a]),header:!0,align:i.align[a]});for(let a of n)i.rows.push(Ue(a,i.header.length).map((o,l)=>({text:o,tokens:this.lexer.inline(o),header:!1,align:i.align[l]})));return i}}lheading(t){let e=this.rules.block.lheading.exec(t);if(e){let r=e[1].trim();return{type:"heading",raw:E(e[0],`
+`),depth:e[2].charAt(0)==="="?1:2,text:r,tokens:this.lexer.inline(r)}}}paragraph(t){let e=this.rules.block.paragraph.exec(t);if(e){let r=e[1].charAt(e[1].length-1)===`
+`?e[1].slice(0,-1):e[1];return{type:"paragraph",raw:e[0],text:r,tokens:this.lexer.inline(r)}}}text(t){let e=this.rules.block.text.exec(t);if(e)return{type:"text",raw:e[0],text:e[0],tokens:this.lexer.inline(e[0])}}escape(t){if(t.charCodeAt(0)!==92)return;let e=this.rules.inline.escape.exec(t);if(e)return{type:"escape",raw:e[0],text:e[1]}}tag(t){if(t.charCodeAt(0)!==60)return;let e=this.rules.inline.tag.exec(t);if(e)return!this.lexer.state.inLink&&this.rules.other.startATag.test(e[0])?this.lexer.state.inLink=!0:this.lexer.state.inLink&&this.rules.other.endATag.test(e[0])&&(this.lexer.state.inLink=!1),!this.lexer.state.inRawBlock&&this.rules.other.startPreScriptTag.test(e[0])?this.lexer.state.inRawBlock=!0:this.lexer.state.inRawBlock&&this.rules.other.endPreScriptTag.test(e[0])&&(this.lexer.state.inRawBlock=!1),{type:"html",raw:e[0],inLink:this.lexer.state.inLink,inRawBlock:this.lexer.state.inRawBlock,block:!1,text:e[0]}}link(t){if(this.lexer.state.linkParenPossible===!1)return;let e=t.charCodeAt(0);if(e!==91&&e!==33)return;let r=this.rules.inline.link.exec(t);if(r){let s=r[0].charAt(0)==="!"?2:1;if(!this.options.pedantic&&We(t,r[1],s,this.rules))return;let n=r[2].trim();if(!this.options.pedantic&&this.rules.other.startAngleBracket.test(n)){if(!this.rules.other.endAngleBracket.test(n))return;let l=E(n.slice(0,-1),"\\");if((n.length-l.length)%2===0)return}else{let l=Qe(r[2],"()");if(l===-2)return;if(l>-1){let p=(r[0].indexOf("!")===0?5:4)+r[1].length+l;r[2]=r[2].substring(0,l),r[0]=r[0].substring(0,p).trim(),r[3]=""}}let i=E(r[0].slice(0,-1),"\\");if((r[0].length-i.length)%2===0)return;let a=r[2],o="";if(this.options.pedantic){let l=this.rules.other.pedanticHrefTitle.exec(a);l&&(a=l[1],o=l[3])}else o=r[3]?r[3].slice(1,-1):"";return a=a.trim(),this.rules.other.startAngleBracket.test(a)&&(this.options.pedantic&&!this.rules.other.endAngleBracket.test(n)?a=a.slice(1):a=a.slice(1,-1)),Ge(r,{href:a&&a.replace(this.rules.inline.anyPunctuation,"$1"),title:o&&o.replace(this.rules.inline.anyPunctuation,"$1")},r[0],this.lexer,this.rules)}}reflink(t,e){let r=t.charCodeAt(0);if(r!==91&&r!==33)return;let s;if((s=this.rules.inline.reflink.exec(t))||(s=this.rules.inline.nolink.exec(t))){let n=s[0].charAt(0)==="!"?2:1;if(!this.options.pedantic&&We(t,s[1],n,this.rules))return;let i=e[le(s[2]||s[1])];if(!i){let a=s[0].charAt(0);return{type:"text",raw:a,text:a}}return Ge(s,i,s[0],this.lexer,this.rules)}}emStrong(t,e,r=""){let s=this.rules.inline.emStrongLDelim.exec(t);if(!s||!s[1]&&!s[2]&&!s[3]&&!s[4])return;let n=s[0][0],i=r===n,a=e.length-t.length,o=a;for(;!this.options.pedantic&&o>0&&e[o-1]===n;)o--;let l=[...e.slice(Math.max(0,o-2),o)].at(-1)??"",p=l==="*"||l==="_"||!!this.rules.inline.punctuation.exec(l);o<a&&(r=l);let c=o<a?p:r==="*"||r==="_"||!!this.rules.inline.punctuation.exec(r);if(s[4]&&r.match(this.rules.other.unicodeAlphaNumeric))return;let u=s[1]||s[3]||"";if(!u||!r||c){let h=[...s[0]].length-1,f,k,S=h,x=0,m=a-o+h,_=!this.options.pedantic&&!!l.trim()&&(!!u||n==="*"&&!p);if(n!=="*"&&n!=="_")return;let y=n==="*"?this.rules.inline.emStrongRDelimAst:this.rules.inline.emStrongRDelimUnd,W=it(this,e,n),H=e.length-t.length+h;if(W<H)return;e=e.slice(-1*t.length+h);let X=W-H;for(y.lastIndex=0;(s=y.exec(e))!==null&&!(s.index>X);){if(f=s[1]||s[2]||s[3]||s[4]||s[5]||s[6],!f)continue;if(k=[...f].length,s[3]||s[4]){S+=k;continue}else if((s[5]||s[6]||_)&&m%3&&!((m+k)%3)){if(i&&(s[5]||s[6]))break;x+=k;continue}if(S-=k,S>0)continue;k=Math.min(k,k+S+x);let re=[...s[0]][0].length,O=t.slice(0,h+s.index+re+k);if(Math.min(h,k)%2){let se=O.slice(1,-1);return{type:"em",raw:O,text:se,tokens:this.lexer.inlineTokens(se)}}let K=O.slice(2,-2);return{type:"strong",raw:O,text:K,tokens:this.lexer.inlineTokens(K)}}}}codespan(t){if(t.charCodeAt(0)!==96)return;let e=this.rules.inline.code.exec(t);if(e){let r=e[2].replace(this.rules.other.newLineCharGlobal," "),s=this.rules.other.nonSpaceChar.test(r),n=this.rules.other.startingSpaceChar.test(r)&&this.rules.other.endingSpaceChar.test(r);return s&&n&&(r=r.substring(1,r.length-1)),{type:"codespan",raw:e[0],text:r}}}br(t){let e=t.charCodeAt(0);if(e!==32&&e!==92&&e!==10)return;let r=this.rules.inline.br.exec(t);if(r)return{type:"br",raw:r[0]}}del(t,e,r=""){if(t.charCodeAt(0)!==126)return;let s=this.rules.inline.delLDelim.exec(t);if(s&&(!s[1]||!r||this.rules.inline.punctuation.exec(r))){let n=[...s[0]].length-1,i,a,o=n,l=this.rules.inline.delRDelim,p=at(this,e),c=e.length-t.length+n;if(p<c)return;e=e.slice(-1*t.length+n);let u=p-c;for(l.lastIndex=0;(s=l.exec(e))!==null&&!(s.index>u);){if(i=s[1]||s[2]||s[3]||s[4]||s[5]||s[6],!i||(a=[...i].length,a!==n))continue;if(s[3]||s[4]){o+=a;continue}if(o-=a,o>0)continue;a=Math.min(a,a+o);let h=[...s[0]][0].length,f=t.slice(0,n+s.index+h+a),k=f.slice(n,-n);return{type:"del",raw:f,text:k,tokens:this.lexer.inlineTokens(k)}}}}autolink(t){if(t.charCodeAt(0)!==60)return;let e=this.rules.inline.autolink.exec(t);if(e){let r,s;return e[2]==="@"?(r=e[1],s="mailto:"+r):(r=e[1],s=r),{type:"link",raw:e[0],text:r,href:s,autolink:!0,tokens:[{type:"text",raw:r,text:r}]}}}url(t){let e;if(e=this.rules.inline.url.exec(t)){let r,s;if(e[2]==="@")r=e[0],s="mailto:"+r;else{let n;do n=e[0],e[0]=this.rules.inline._backpedal.exec(e[0])?.[0]??"";while(n!==e[0]);r=e[0],e[1]==="www."?s="http://"+e[0]:s=e[0]}return{type:"link",raw:e[0],text:r,href:s,autolink:!0,tokens:[{type:"text",raw:r,text:r}]}}}inlineText(t){let e=this.rules.inline.text.exec(t);if(e){let r=this.lexer.state.inRawBlock;return{type:"text",raw:e[0],text:r?e[0]:wr(e[0]),escaped:r}}}},z,ot,be,lt,ct,D,R=(D=class{constructor(e){Be(this,z);b(this,"tokens");b(this,"options");b(this,"state");b(this,"inlineQueue");b(this,"tokenizer");this.tokens=[],this.tokens.links=Object.create(null),this.options=e||N,this.options.tokenizer=this.options.tokenizer||new q,this.tokenizer=this.options.tokenizer,this.tokenizer.options=this.options,this.tokenizer.lexer=this,this.inlineQueue=[],this.state={inLink:!1,inRawBlock:!1,linkEmitted:!1,linkParenPossible:!0,top:!0};let r={other:v,block:ne.normal,inline:V.normal};this.options.pedantic?(r.block=ne.pedantic,r.inline=V.pedantic):this.options.gfm&&(r.block=ne.gfm,this.options.breaks?r.inline=V.breaks:r.inline=V.gfm),this.tokenizer.rules=r}static get rules(){return{block:ne,inline:V}}static lex(e,r){return new D(r).lex(e)}static lexInline(e,r){return new D(r).inlineTokens(e)}lex(e){e=e.replace(v.carriageReturn,`
+`),this.blockTokens(e,this.tokens);for(let r=0;r<this.inlineQueue.length;r++){let s=this.inlineQueue[r];this.state.inRawBlock=!1,this.inlineTokens(s.src,s.tokens)}return this.inlineQueue=[],this.tokens}blockTokens(e,r=[],s=!1){this.tokenizer.lexer=this;let n=this.state.lastToken;this.options.pedantic&&(e=e.replace(v.tabCharGlobal,"    ").replace(v.spaceLine,""));let i=1/0,a,o=this.options.gfm&&!this.options.pedantic&&this.tokenizer.paragraph===q.prototype.paragraph;for(;e;){if(e.length<i)i=e.length;else{this.infiniteLoopError(e.charCodeAt(0));break}this.state.lastToken=r.at(-1);let l;if(this.options.extensions?.block?.some(c=>(l=c.call({lexer:this},e,r))?(e=e.substring(l.raw.length),r.push(l),!0):!1))continue;if(l=this.tokenizer.space(e)){e=e.substring(l.raw.length);let c=r.at(-1);l.raw.length===1&&c!==void 0?c.raw+=`
+`:r.push(l);continue}if(l=this.tokenizer.code(e)){e=e.substring(l.raw.length);let c=r.at(-1);c?.type==="paragraph"||c?.type==="text"?(c.raw+=(c.raw.endsWith(`
+`)?"":`
+`)+l.raw,c.text+=`
+`+l.text,this.inlineQueue.at(-1).src=c.text):r.push(l);continue}if(l=this.tokenizer.fences(e)){e=e.substring(l.raw.length),r.push(l);continue}if(l=this.tokenizer.heading(e)){e=e.substring(l.raw.length),r.push(l);continue}if(l=this.tokenizer.hr(e)){e=e.substring(l.raw.length),r.push(l);continue}if(l=this.tokenizer.blockquote(e)){e=e.substring(l.raw.length),r.push(l);continue}if(l=this.tokenizer.list(e)){e=e.substring(l.raw.length),r.push(l);continue}if(l=this.tokenizer.html(e)){e=e.substring(l.raw.length),r.push(l);continue}if(l=this.tokenizer.def(e)){e=e.substring(l.raw.length);let c=r.at(-1);c?.type==="paragraph"||c?.type==="text"?(c.raw+=(c.raw.endsWith(`
+`)?"":`
+`)+l.raw,c.text+=`
+`+l.raw,this.inlineQueue.at(-1).src=c.text):(this.tokens.links[l.tag]||(this.tokens.links[l.tag]={href:l.href,title:l.title}),r.push(l));continue}if(l=this.tokenizer.table(e)){e=e.substring(l.raw.length),r.push(l);continue}if(l=this.tokenizer.lheading(e)){e=e.substring(l.raw.length),r.push(l);continue}let p=e;if(this.options.extensions?.startBlock){let c=1/0,u=e.slice(1),h;this.options.extensions.startBlock.forEach(f=>{h=f.call({lexer:this},u),typeof h=="number"&&h>=0&&(c=Math.min(c,h))}),c<1/0&&c>=0&&(p=e.substring(0,c+1))}if(this.state.top&&(l=this.tokenizer.paragraph(p))){let c=r.at(-1);(s||c===a&&o)&&c?.type==="paragraph"?(c.raw+=(c.raw.endsWith(`
+`)?"":`
+`)+l.raw,c.text+=`
+`+l.text,this.inlineQueue.pop(),this.inlineQueue.at(-1).src=c.text,a=c):(r.push(l),a=l),s=p.length!==e.length,e=e.substring(l.raw.length);continue}if(l=this.tokenizer.text(e)){e=e.substring(l.raw.length);let c=r.at(-1);c?.type==="text"?(c.raw+=(c.raw.endsWith(`
+`)?"":`
+`)+l.raw,c.text+=`
+`+l.text,this.inlineQueue.pop(),this.inlineQueue.at(-1).src=c.text):r.push(l);continue}if(e){this.infiniteLoopError(e.charCodeAt(0));break}}return this.state.top=!0,this.state.lastToken=n,r}inline(e,r=[]){return this.inlineQueue.push({src:e,tokens:r}),r}linkInText(e){if(!e.includes("["))return!1;let r=this.tokenizer.rules.inline.link;for(let s of e.matchAll(this.tokenizer.rules.inline.blockSkip))if(r.test(s[0])&&e.charAt(s.index-1)!=="!")return!0;for(let s of e.matchAll(this.tokenizer.rules.inline.reflinkSearch)){let n=s[0],i=n.lastIndexOf("[");if(!(n.charAt(0)==="!"||!Object.hasOwn(this.tokens.links,le(n.slice(i+1,-1))))&&!(i>1&&this.linkInText(n.slice(1,i-1))))return!0}return!1}inlineTokens(e,r=[]){this.tokenizer.lexer=this;let s=this.state.linkParenPossible;this.state.linkParenPossible=e.includes(")");try{return F(this,z,ot).call(this,e,r)}finally{this.state.linkParenPossible=s}}infiniteLoopError(e){let r="Infinite loop on byte: "+e;if(this.options.silent)console.error(r);else throw new Error(r)}},z=new WeakSet,ot=function(e,r){let s=e.includes("*")||e.includes("_")||e.includes("~"),n=s||this.options.hooks?.emStrongMask||this.tokenizer.emStrong!==q.prototype.emStrong||this.tokenizer.del!==q.prototype.del?F(this,z,ct).call(this,e):e;if(!s)return F(this,z,be).call(this,e,n,r);yr(this.tokenizer,n);try{return F(this,z,be).call(this,e,n,r)}finally{Sr(this.tokenizer)}},be=function(e,r,s){let n=!1,i="",a=1/0;for(;e;){if(e.length<a)a=e.length;else{this.infiniteLoopError(e.charCodeAt(0));break}n||(i=""),n=!1;let o;if(this.options.extensions?.inline?.some(c=>(o=c.call({lexer:this},e,s))?(e=e.substring(o.raw.length),s.push(o),!0):!1))continue;if(o=this.tokenizer.escape(e)){e=e.substring(o.raw.length),s.push(o);continue}if(o=this.tokenizer.tag(e)){e=e.substring(o.raw.length),s.push(o);continue}if(o=this.tokenizer.link(e)){e=e.substring(o.raw.length),s.push(o);continue}if(o=this.tokenizer.reflink(e,this.tokens.links)){e=e.substring(o.raw.length);let c=s.at(-1);o.type==="text"&&c?.type==="text"?(c.raw+=o.raw,c.text+=o.text):s.push(o);continue}let l=e[0];if(l==="*"||l==="_"){let c=r.length-e.length;if(it(this.tokenizer,r,l)<=c){let u=1;for(;u<e.length&&e.charCodeAt(u)===l.charCodeAt(0);)u++;let h=e.substring(0,u),f=s.at(-1);f?.type==="text"&&!f.escaped?(f.raw+=h,f.text+=h):s.push({type:"text",raw:h,text:h,escaped:!1}),e=e.substring(u),i=l,n=!0;continue}}else if(l==="~"){let c=r.length-e.length;if(at(this.tokenizer,r)<=c){let u=1;for(;u<e.length&&e.charCodeAt(u)===126;)u++;let h=e.substring(0,u),f=s.at(-1);f?.type==="text"&&!f.escaped?(f.raw+=h,f.text+=h):s.push({type:"text",raw:h,text:h,escaped:!1}),e=e.substring(u),i=l,n=!0;continue}}if(o=this.tokenizer.emStrong(e,r,i)){e=e.substring(o.raw.length),s.push(o);continue}if(o=this.tokenizer.codespan(e)){e=e.substring(o.raw.length),s.push(o);continue}if(o=this.tokenizer.br(e)){e=e.substring(o.raw.length),s.push(o);continue}if(o=this.tokenizer.del(e,r,i)){e=e.substring(o.raw.length),s.push(o);continue}if(o=this.tokenizer.autolink(e)){e=e.substring(o.raw.length),s.push(o);continue}if(!this.state.inLink&&(o=this.tokenizer.url(e))){e=e.substring(o.raw.length),s.push(o);continue}let p=e;if(this.options.extensions?.startInline){let c=1/0,u=e.slice(1),h;this.options.extensions.startInline.forEach(f=>{h=f.call({lexer:this},u),typeof h=="number"&&h>=0&&(c=Math.min(c,h))}),c<1/0&&c>=0&&(p=e.substring(0,c+1))}if(o=this.tokenizer.inlineText(p)){e=e.substring(o.raw.length),o.raw.slice(-1)!=="_"&&(i=o.raw.slice(-1)),n=!0;let c=s.at(-1);c?.type==="text"?(c.raw+=o.raw,c.text+=o.text):s.push(o);continue}if(e){this.infiniteLoopError(e.charCodeAt(0));break}}return s},lt=function(e){let{blockSkip:r,tag:s,autolink:n}=this.tokenizer.rules.inline,i="",a=0,o;for(r.lastIndex=0;o=r.exec(e);){let l=o.index+(o[2]?o[2].length:0),p=o.index+o[0].length;if(e.charAt(l)==="<"){let c=e.slice(l),u=s.exec(c)||n.exec(c);if(!u){r.lastIndex=l+1;continue}p=l+u[0].length,r.lastIndex=p}i+=e.slice(a,l)+"["+"a".repeat(p-l-2)+"]",a=p}return i+e.slice(a)},ct=function(e){let r=e;if(this.tokens.links&&e.includes("[")){let s=this.tokenizer.rules.inline.reflinkSearch,n=i=>{let a=i.lastIndexOf("[");if(!Object.hasOwn(this.tokens.links,le(i.slice(a+1,-1))))return i;if(a>1&&i.charAt(0)!=="!"){let o=i.slice(1,a-1);if(this.linkInText(o))return"["+o.replace(s,n)+"]["+"a".repeat(i.length-a-2)+"]"}return"["+"a".repeat(i.length-2)+"]"};r=r.replace(s,n)}return r=r.replace(this.tokenizer.rules.inline.anyPunctuationOutsideCode,(s,n,i)=>i?"+".repeat(s.length):n?n+s.slice(n.length,-n.length).replace(/`/g,"+")+n:s),r=F(this,z,lt).call(this,r),r=this.options.hooks?.emStrongMask?.call({lexer:this},r)??r,r},D),ce=class{constructor(t){b(this,"options");b(this,"parser");this.options=t||N}space(t){return""}code({text:t,lang:e,escaped:r}){let s=(e||"").match(v.notSpaceStart)?.[0],n=t?t.replace(v.endingNewline,"")+`
+`:"";return s?'<pre><code class="language-'+A(s)+'">'+(r?n:A(n,!0))+`</code></pre>
+`:"<pre><code>"+(r?n:A(n,!0))+`</code></pre>
+`}blockquote({tokens:t}){return`<blockquote>
+${this.parser.parse(t)}</blockquote>
+`}html({text:t}){return t}def(t){return""}heading({tokens:t,depth:e}){return`<h${e}>${this.parser.parseInline(t)}</h${e}>
+`}hr(t){return`<hr>
+`}list(t){let e=t.ordered,r=t.start,s="";for(let a=0;a<t.items.length;a++){let o=t.items[a];s+=this.listitem(o)}let n=e?"ol":"ul",i=e&&r!==1?' start="'+r+'"':"";return"<"+n+i+`>
+`+s+"</"+n+`>
+`}listitem(t){return`<li>${this.parser.parse(t.tokens)}</li>
+`}checkbox({checked:t}){return"<input "+(t?'checked="" ':"")+'disabled="" type="checkbox"> '}paragraph({tokens:t}){return`<p>${this.parser.parseInline(t)}</p>
+`}table(t){let e="",r="";for(let n=0;n<t.header.length;n++)r+=this.tablecell(t.header[n]);e+=this.tablerow({text:r});let s="";for(let n=0;n<t.rows.length;n++){let i=t.rows[n];r="";for(let a=0;a<i.length;a++)r+=this.tablecell(i[a]);s+=this.tablerow({text:r})}return s&&(s=`<tbody>${s}</tbody>`),`<table>
+<thead>
+`+e+`</thead>
+`+s+`</table>
+`}tablerow({text:t}){return`<tr>
+${t}</tr>
+`}tablecell(t){let e=this.parser.parseInline(t.tokens),r=t.header?"th":"td";return(t.align?`<${r} align="${t.align}">`:`<${r}>`)+e+`</${r}>
+`}strong({tokens:t}){return`<strong>${this.parser.parseInline(t)}</strong>`}em({tokens:t}){return`<em>${this.parser.parseInline(t)}</em>`}codespan({text:t}){return`<code>${A(t,!0)}</code>`}br(t){return"<br>"}del({tokens:t}){return`<del>${this.parser.parseInline(t)}</del>`}link({href:t,title:e,text:r,tokens:s,autolink:n}){let i=n?A(r,!0):this.parser.parseInline(s),a=Ze(t);if(a===null)return i;t=A(a,n);let o='<a href="'+t+'"';return e&&(o+=' title="'+A(e)+'"'),o+=">"+i+"</a>",o}image({href:t,title:e,text:r,tokens:s}){s&&(r=this.parser.parseInline(s,this.parser.textRenderer));let n=Ze(t);if(n===null)return A(r);t=n;let i=`<img src="${A(t)}" alt="${A(r)}"`;return e&&(i+=` title="${A(e)}"`),i+=">",i}text(t){return"tokens"in t&&t.tokens?this.parser.parseInline(t.tokens):"escaped"in t&&t.escaped?t.text:A(t.text)}},Ce=class{constructor(){b(this,"parser")}strong({text:t,tokens:e}){return e?this.parser.parseInline(e,this):t}em({text:t,tokens:e}){return e?this.parser.parseInline(e,this):t}codespan({text:t}){return t}del({text:t,tokens:e}){return e?this.parser.parseInline(e,this):t}html({text:t}){return t}text({text:t}){return t}link({text:t,tokens:e}){return e?this.parser.parseInline(e,this):t}image({text:t,tokens:e}){return e?this.parser.parseInline(e,this):t}br(){return`
+`}checkbox({raw:t}){return t}},T=class me{constructor(e){b(this,"options");b(this,"renderer");b(this,"textRenderer");this.options=e||N,this.options.renderer=this.options.renderer||new ce,this.renderer=this.options.renderer,this.renderer.options=this.options,this.renderer.parser=this,this.textRenderer=new Ce,this.textRenderer.parser=this}static parse(e,r){return new me(r).parse(e)}static parseInline(e,r){return new me(r).parseInline(e)}parse(e){this.renderer.parser=this;let r="";for(let s=0;s<e.length;s++){let n=e[s];if(this.options.extensions?.renderers?.[n.type]){let a=n,o=this.options.extensions.renderers[a.type].call({parser:this},a);if(o!==!1||!["space","hr","heading","code","table","blockquote","list","checkbox","html","def","paragraph","text"].includes(a.type)){r+=o===!1?"":o??"";continue}}let i=n;switch(i.type){case"space":{r+=this.renderer.space(i);break}case"hr":{r+=this.renderer.hr(i);break}case"heading":{r+=this.renderer.heading(i);break}case"code":{r+=this.renderer.code(i);break}case"table":{r+=this.renderer.table(i);break}case"blockquote":{r+=this.renderer.blockquote(i);break}case"list":{r+=this.renderer.list(i);break}case"checkbox":{r+=this.renderer.checkbox(i);break}case"html":{r+=this.renderer.html(i);break}case"def":{r+=this.renderer.def(i);break}case"paragraph":{r+=this.renderer.paragraph(i);break}case"text":{r+=this.renderer.text(i);break}default:{let a='Token with "'+i.type+'" type was not found.';if(this.options.silent)return console.error(a),"";throw new Error(a)}}}return r}parseInline(e,r=this.renderer){this.renderer.parser=this;let s="";for(let n=0;n<e.length;n++){let i=e[n];if(this.options.extensions?.renderers?.[i.type]){let o=this.options.extensions.renderers[i.type].call({parser:this},i);if(o!==!1||!["escape","html","link","image","checkbox","strong","em","codespan","br","del","text"].includes(i.type)){s+=o===!1?"":o??"";continue}}let a=i;switch(a.type){case"escape":{s+=r.text(a);break}case"html":{s+=r.html(a);break}case"link":{s+=r.link(a);break}case"image":{s+=r.image(a);break}case"checkbox":{s+=r.checkbox(a);break}case"strong":{s+=r.strong(a);break}case"em":{s+=r.em(a);break}case"codespan":{s+=r.codespan(a);break}case"br":{s+=r.br(a);break}case"del":{s+=r.del(a);break}case"text":{s+=r.text(a);break}default:{let o='Token with "'+a.type+'" type was not found.';if(this.options.silent)return console.error(o),"";throw new Error(o)}}}return s}},ae,Y=(ae=class{constructor(t){b(this,"options");b(this,"block");this.options=t||N}preprocess(t){return t}postprocess(t){return t}processAllTokens(t){return t}emStrongMask(t){return t}provideLexer(t=this.block){return t?R.lex:R.lexInline}provideParser(t=this.block){return t?T.parse:T.parseInline}},b(ae,"passThroughHooks",new Set(["preprocess","postprocess","processAllTokens","emStrongMask"])),b(ae,"passThroughHooksRespectAsync",new Set(["preprocess","postprocess","processAllTokens"])),ae);function I(t,e){if(Array.isArray(e))for(let r=0;r<e.length;r++)t.push(e[r]);else t.push(e)}var Rr=class{constructor(...t){b(this,"defaults",we());b(this,"options",this.setOptions);b(this,"parse",this.parseMarkdown(!0));b(this,"parseInline",this.parseMarkdown(!1));b(this,"Parser",T);b(this,"Renderer",ce);b(this,"TextRenderer",Ce);b(this,"Lexer",R);b(this,"Tokenizer",q);b(this,"Hooks",Y);this.use(...t)}walkTokens(t,e){let r=[];for(let s of t)switch(I(r,e.call(this,s)),s.type){case"table":{let n=s;for(let i of n.header)I(r,this.walkTokens(i.tokens,e));for(let i of n.rows)for(let a of i)I(r,this.walkTokens(a.tokens,e));break}case"list":{let n=s;I(r,this.walkTokens(n.items,e));break}default:{let n=s;this.defaults.extensions?.childTokens?.[n.type]?this.defaults.extensions.childTokens[n.type].forEach(i=>{let a=n[i].flat(1/0);I(r,this.walkTokens(a,e))}):n.tokens&&I(r,this.walkTokens(n.tokens,e))}}return r}use(...t){let e=this.defaults.extensions||{renderers:Object.create(null),childTokens:Object.create(null)};return t.forEach(r=>{let s={...r};if(s.async=this.defaults.async||s.async||!1,r.extensions&&(r.extensions.forEach(n=>{if(!n.name)throw new Error("extension name required");if("renderer"in n){let i=e.renderers[n.name];i?e.renderers[n.name]=function(...a){let o=n.renderer.apply(this,a);return o===!1&&(o=i.apply(this,a)),o}:e.renderers[n.name]=n.renderer}if("tokenizer"in n){if(!n.level||n.level!=="block"&&n.level!=="inline")throw new Error("extension level must be 'block' or 'inline'");let i=e[n.level];i?i.unshift(n.tokenizer):e[n.level]=[n.tokenizer],n.start&&(n.level==="block"?e.startBlock?e.startBlock.push(n.start):e.startBlock=[n.start]:n.level==="inline"&&(e.startInline?e.startInline.push(n.start):e.startInline=[n.start]))}"childTokens"in n&&n.childTokens&&(e.childTokens[n.name]=n.childTokens)}),s.extensions=e),r.renderer){let n=this.defaults.renderer||new ce(this.defaults);for(let i in r.renderer){if(!(i in n))throw new Error(`renderer '${i}' does not exist`);if(["options","parser"].includes(i))continue;let a=i,o=r.renderer[a],l=n[a];n[a]=(...p)=>{let c=o.apply(n,p);return c===!1&&(c=l.apply(n,p)),c===!1?"":c??""}}s.renderer=n}if(r.tokenizer){let n=this.defaults.tokenizer||new q(this.defaults);for(let i in r.tokenizer){if(!(i in n))throw new Error(`tokenizer '${i}' does not exist`);if(["options","rules","lexer"].includes(i))continue;let a=i,o=r.tokenizer[a],l=n[a];n[a]=(...p)=>{let c=o.apply(n,p);return c===!1&&(c=l.apply(n,p)),c}}s.tokenizer=n}if(r.hooks){let n=this.defaults.hooks||new Y;for(let i in r.hooks){if(!(i in n))throw new Error(`hook '${i}' does not exist`);if(["options","block"].includes(i))continue;let a=i,o=r.hooks[a],l=n[a];Y.passThroughHooks.has(i)?n[a]=p=>{if(n.options.async&&Y.passThroughHooksRespectAsync.has(i))return(async()=>{let u=await o.call(n,p);return l.call(n,u)})();let c=o.call(n,p);return l.call(n,c)}:n[a]=(...p)=>{if(n.options.async)return(async()=>{let u=await o.apply(n,p);return u===!1&&(u=await l.apply(n,p)),u})();let c=o.apply(n,p);return c===!1&&(c=l.apply(n,p)),c}}s.hooks=n}if(r.walkTokens){let n=this.defaults.walkTokens,i=r.walkTokens;s.walkTokens=function(a){let o=[];return I(o,i.call(this,a)),n&&I(o,n.call(this,a)),o}}this.defaults={...this.defaults,...s}}),this}setOptions(t){return this.defaults={...this.defaults,...t},this}lexer(t,e){return R.lex(t,e??this.defaults)}parser(t,e){return T.parse(t,e??this.defaults)}parseMarkdown(t){return(e,r)=>{let s={...r},n={...this.defaults,...s},i=this.onError(!!n.silent,!!n.async);if(this.defaults.async===!0&&s.async===!1)return i(new Error("marked(): The async option was set to true by an extension. Remove async: false from the parse options object to return a Promise."));if(typeof e>"u"||e===null)return i(new Error("marked(): input parameter is undefined or null"));if(typeof e!="string")return i(new Error("marked(): input parameter is of type "+Object.prototype.toString.call(e)+", string expected"));if(n.hooks&&(n.hooks.options=n,n.hooks.block=t),n.async)return(async()=>{let a=n.hooks?await n.hooks.preprocess(e):e,o=await(n.hooks?await n.hooks.provideLexer(t):t?R.lex:R.lexInline)(a,n),l=n.hooks?await n.hooks.processAllTokens(o):o;n.walkTokens&&await Promise.all(this.walkTokens(l,n.walkTokens));let p=await(n.hooks?await n.hooks.provideParser(t):t?T.parse:T.parseInline)(l,n);return n.hooks?await n.hooks.postprocess(p):p})().catch(i);try{n.hooks&&(e=n.hooks.preprocess(e));let a=(n.hooks?n.hooks.provideLexer(t):t?R.lex:R.lexInline)(e,n);n.hooks&&(a=n.hooks.processAllTokens(a)),n.walkTokens&&this.walkTokens(a,n.walkTokens);let o=(n.hooks?n.hooks.provideParser(t):t?T.parse:T.parseInline)(a,n);return n.hooks&&(o=n.hooks.postprocess(o)),o}catch(a){return i(a)}}}onError(t,e){return r=>{if(r.message+=`
+Please report this to https://github.com/markedjs/marked.`,t){let s="<p>An error occurred:</p><pre>"+A(r.message+"",!0)+"</pre>";return e?Promise.resolve(s):s}if(e)return Promise.reject(r);throw r}}},j=new Rr;function w(t,e){return j.parse(t,e)}w.options=w.setOptions=function(t){return j.setOptions(t),w.defaults=j.defaults,Xe(w.defaults),w};w.getDefaults=we;w.defaults=N;function $r(...t){return j.use(...t),w.defaults=j.defaults,Xe(w.defaults),w}w.use=$r;w.walkTokens=function(t,e){return j.walkTokens(t,e)};w.parseInline=j.parseInline;w.Parser=T;w.parser=T.parse;w.Renderer=ce;w.TextRenderer=Ce;w.Lexer=R;w.lexer=R.lex;w.Tokenizer=q;w.Hooks=Y;w.parse=w;var Xr=w.options,Kr=w.setOptions,Vr=w.walkTokens,Yr=w.parseInline;var Jr=T.parse,es=R.lex;var Tr={gfm:!0,breaks:!0},zr=new Set(["http:","https:","mailto:"]),Cr=new Set(["left","right","center"]);function he(t){try{let e=new URL(String(t));return zr.has(e.protocol)?e.href:null}catch{return null}}function d(t,e={},...r){let s=document.createElement(t);for(let[n,i]of Object.entries(e))n==="text"?s.textContent=i:s.setAttribute(n,i);return s.append(...r),s}function pe(t,...e){return d("a",{href:t,target:"_blank",rel:"noopener noreferrer"},...e)}function Pe(t){return _e(R.lex(t,Tr))}function _e(t){return t.flatMap(e=>Pr(e)??[])}function P(t){return(t??[]).flatMap(e=>Ir(e)??[])}function Pr(t){switch(t.type){case"paragraph":return d("p",{},...P(t.tokens));case"heading":return d(`h${Math.min(t.depth+2,6)}`,{},...P(t.tokens));case"code":return d("pre",{},d("code",{text:t.text}));case"blockquote":return d("blockquote",{},..._e(t.tokens));case"list":return _r(t);case"table":return Er(t);case"hr":return d("hr");case"space":case"def":return null;case"html":return d("p",{text:t.text});case"text":return t.tokens?P(t.tokens):document.createTextNode(t.text);default:return d("p",{text:t.raw??""})}}function _r(t){let e=t.ordered&&t.start!==1&&t.start!==""?{start:String(t.start)}:{};return d(t.ordered?"ol":"ul",e,...t.items.map(r=>{let s=_e(r.tokens);return r.task&&s.unshift(r.checked?"☑ ":"☐ "),d("li",{},...s)}))}function Er(t){let e=(r,{tokens:s,align:n})=>{let i=d(r,{},...P(s));return Cr.has(n)&&(i.style.textAlign=n),i};return d("div",{class:"table"},d("table",{},d("thead",{},d("tr",{},...t.header.map(r=>e("th",r)))),d("tbody",{},...t.rows.map(r=>d("tr",{},...r.map(s=>e("td",s)))))))}function Ir(t){switch(t.type){case"strong":return d("strong",{},...P(t.tokens));case"em":return d("em",{},...P(t.tokens));case"del":return d("del",{},...P(t.tokens));case"codespan":return d("code",{text:t.text});case"br":return d("br");case"link":{let e=he(t.href);return e?pe(e,...P(t.tokens)):P(t.tokens)}case"image":{let e=he(t.href),r=t.text||t.href;return e?pe(e,r):document.createTextNode(r)}case"text":return t.tokens?P(t.tokens):document.createTextNode(t.text);case"escape":case"html":return document.createTextNode(t.text);default:return document.createTextNode(t.raw??"")}}var gt="os-chat-widget-root",ht="os-chatbot-session-id",pt="os-chatbot-widget-open",de="[os-chat-widget]",Lr=/^[A-Za-z0-9._:-]{1,128}$/,ft=4e3,Or=6,Br=1e4,Mr=3e3,qr="#0ea5e9",Dr={chat:"M4 4h16a1 1 0 0 1 1 1v11a1 1 0 0 1-1 1H10l-5 4v-4H4a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1z",close:"M6 6l12 12M18 6L6 18"},ut=`
+  :host {
+    /* The host element sits in the page: undo whatever the page's CSS gave it. Important
+       declarations of a shadow tree win over the page's, even the page's important ones. */
+    all: initial !important;
+    position: fixed !important;
+    z-index: 2147483000 !important;
+    bottom: 20px !important;
+    right: 20px !important;
+  }
+  :host([data-position="left"]) { right: auto !important; left: 20px !important; }
 
-  const ROOT_ID = "os-chat-widget-root";
-  const SESSION_KEY = "os-chatbot-session-id";
-  const OPEN_KEY = "os-chatbot-widget-open";
-  const LOG_PREFIX = "[os-chat-widget]";
-  const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/; // the server's rule
-  const MAX_MESSAGE_CHARS = 4000; // the server's limit
-  const MAX_SUGGESTIONS = 6; // starter questions shown at most
-  const HISTORY_TIMEOUT_MS = 10000;
-  // A stream that ends with code "restarting" was cut by a deploy or restart of the service; the
-  // server kept the message, and its successor answers within seconds.
-  const RESTART_RETRY_MS = 3000;
-  const DEFAULTS = {
-    title: "Assistant",
-    welcomeMessage: "Hi! Ask me anything and I will help you out.",
-    inputPlaceholder: "Type your message...",
-    accentColor: "#0ea5e9",
-  };
-  const TEXT = {
-    unauthorized: "This chat is not set up correctly: the website's chat key was refused. Please let the site owner know.",
-    rateLimited: "You are sending messages too quickly. Please wait a moment, then retry.",
-    unavailable: "The assistant is unavailable right now. Please try again in a little while.",
-    // Also what a site missing from CORS_ORIGIN gets: the browser hides the reason from scripts.
-    unreachable: "The assistant could not be reached. Check your connection, then retry.",
-    cutOff: "The reply was cut off before it finished.",
-    rejected: "This message could not be sent.",
-    interrupted: "Reply interrupted",
-    // The model stopped before its answer was done (finishReason "length", "content_filter"...).
-    cutShort: "This answer was cut short.",
-    // Before the links to the site's documents a reply was given (the "sources" event).
-    sources: "Sources:",
-  };
-  const ICONS = {
-    chat: "M4 4h16a1 1 0 0 1 1 1v11a1 1 0 0 1-1 1H10l-5 4v-4H4a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1z",
-    close: "M6 6l12 12M18 6L6 18",
-  };
-
-  const STYLES = `
-    :host {
-      /* The host element sits in the page: undo whatever the page's CSS gave it. Important
-         declarations of a shadow tree win over the page's, even the page's important ones. */
-      all: initial !important;
-      position: fixed !important;
-      z-index: 2147483000 !important;
-      bottom: 20px !important;
-      right: 20px !important;
-    }
-    :host([data-position="left"]) { right: auto !important; left: 20px !important; }
-
+  .widget {
+    --accent-strong: var(--accent);
+    --surface: #ffffff;
+    --text: #0f172a;
+    --muted: #64748b;
+    --bubble: #f1f5f9;
+    --code: #e2e8f0;
+    --border: #e2e8f0;
+    --danger-surface: #fef2f2;
+    --danger-text: #991b1b;
+    font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+    color: var(--text);
+    text-align: start;
+  }
+  /* White text needs a darker shade than most brand colours give (WCAG contrast). */
+  @supports (color: color-mix(in srgb, red 50%, blue)) {
+    .widget { --accent-strong: color-mix(in srgb, var(--accent) 70%, #000); }
+  }
+  @media (prefers-color-scheme: dark) {
     .widget {
-      --accent-strong: var(--accent);
-      --surface: #ffffff;
-      --text: #0f172a;
-      --muted: #64748b;
-      --bubble: #f1f5f9;
-      --border: #e2e8f0;
-      --danger-surface: #fef2f2;
-      --danger-text: #991b1b;
-      font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-      color: var(--text);
-      text-align: start;
-    }
-    /* White text needs a darker shade than most brand colours give (WCAG contrast). */
-    @supports (color: color-mix(in srgb, red 50%, blue)) {
-      .widget { --accent-strong: color-mix(in srgb, var(--accent) 70%, #000); }
-    }
-    @media (prefers-color-scheme: dark) {
-      .widget {
-        --surface: #0f172a;
-        --text: #e2e8f0;
-        --muted: #94a3b8;
-        --bubble: #1e293b;
-        --border: #334155;
-        --danger-surface: #450a0a;
-        --danger-text: #fecaca;
-      }
-    }
-    *, *::before, *::after { box-sizing: border-box; }
-    [hidden] { display: none !important; }
-    button, textarea { font: inherit; color: inherit; margin: 0; }
-    button { cursor: pointer; border: 0; padding: 0; background: none; }
-    :focus-visible { outline: 2px solid var(--accent); outline-offset: 2px; }
-    svg { width: 24px; height: 24px; fill: none; stroke: currentColor; stroke-width: 2; stroke-linecap: round; stroke-linejoin: round; }
-    .visually-hidden {
-      position: absolute; width: 1px; height: 1px; overflow: hidden;
-      clip: rect(0 0 0 0); clip-path: inset(50%); white-space: nowrap;
-    }
-
-    .launcher {
-      display: grid; place-items: center; width: 56px; height: 56px; border-radius: 50%;
-      background: linear-gradient(135deg, var(--accent), var(--accent-strong)); color: #ffffff;
-      box-shadow: 0 8px 24px rgba(15, 23, 42, 0.28); transition: transform 0.15s ease;
-    }
-    .launcher:hover { transform: translateY(-2px); }
-    .widget[data-open="true"] .launcher .icon-chat,
-    .widget[data-open="false"] .launcher .icon-close { display: none; }
-
-    .panel {
-      position: absolute; bottom: 72px; right: 0;
-      width: min(380px, calc(100vw - 40px)); height: min(600px, calc(100vh - 112px));
-      display: flex; flex-direction: column; overflow: hidden;
-      background: var(--surface); border: 1px solid var(--border); border-radius: 16px;
-      box-shadow: 0 18px 50px rgba(15, 23, 42, 0.22);
-    }
-    :host([data-position="left"]) .panel { right: auto; left: 0; }
-    .header {
-      display: flex; align-items: center; gap: 8px; padding: 14px 16px;
-      background: var(--accent-strong); color: #ffffff;
-    }
-    .titles { flex: 1; min-width: 0; }
-    .title { font-size: 15px; font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-    .subtitle { font-size: 12px; opacity: 0.9; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-    .suggestions { display: flex; flex-wrap: wrap; gap: 6px; align-self: flex-start; }
-    .suggestion {
-      padding: 6px 12px; border-radius: 999px; border: 1px solid var(--accent-strong);
-      color: var(--text); background: var(--surface); font-size: 13px; text-align: start;
-    }
-    .suggestion:hover { background: var(--bubble); }
-    .close { display: none; place-items: center; width: 36px; height: 36px; border-radius: 8px; }
-
-    .log {
-      flex: 1; overflow-y: auto; overscroll-behavior: contain; padding: 16px;
-      display: flex; flex-direction: column; gap: 10px;
-    }
-    .message { max-width: 85%; padding: 9px 12px; border-radius: 14px; }
-    .message .text { white-space: pre-wrap; overflow-wrap: anywhere; }
-    .message.assistant { align-self: flex-start; background: var(--bubble); border-bottom-left-radius: 4px; }
-    .message.user { align-self: flex-end; background: var(--accent-strong); color: #ffffff; border-bottom-right-radius: 4px; }
-    .note { display: block; margin-top: 4px; font-size: 12px; font-style: italic; color: var(--muted); }
-    .sources { display: flex; flex-wrap: wrap; gap: 2px 10px; margin-top: 6px; font-size: 12px; color: var(--muted); }
-    .sources a { color: inherit; text-decoration: underline; overflow-wrap: anywhere; }
-    .notice { padding: 10px 12px; border-radius: 10px; background: var(--danger-surface); color: var(--danger-text); }
-    .retry { margin-inline-start: 8px; font-weight: 600; text-decoration: underline; }
-    .typing { display: inline-flex; gap: 4px; padding: 6px 0; }
-    .typing span { width: 6px; height: 6px; border-radius: 50%; background: var(--muted); animation: blink 1.2s infinite ease-in-out; }
-    .typing span:nth-child(2) { animation-delay: 0.2s; }
-    .typing span:nth-child(3) { animation-delay: 0.4s; }
-    @keyframes blink { 0%, 80%, 100% { opacity: 0.25; } 40% { opacity: 1; } }
-
-    .composer { display: flex; align-items: flex-end; gap: 8px; padding: 10px; border-top: 1px solid var(--border); }
-    .composer textarea {
-      flex: 1; min-height: 40px; max-height: 120px; field-sizing: content; resize: none;
-      padding: 9px 12px; border: 1px solid var(--border); border-radius: 12px; background: var(--surface);
-    }
-    .send, .stop { height: 40px; padding: 0 16px; border-radius: 12px; font-weight: 600; }
-    .send { background: var(--accent-strong); color: #ffffff; }
-    .stop { background: var(--text); color: var(--surface); }
-
-    /* Phones: the open chat takes the whole screen, with its own close button. */
-    @media (max-width: 640px) {
-      .panel { position: fixed; inset: 0; width: auto; height: auto; border: 0; border-radius: 0; }
-      .close { display: grid; }
-      .widget[data-open="true"] .launcher { display: none; }
-    }
-    @media (prefers-reduced-motion: reduce) {
-      * { animation: none !important; transition: none !important; }
-    }
-  `;
-
-  /** A thrown failure whose message is meant for the visitor. */
-  class Failure extends Error {}
-  class Restarting extends Failure {}
-
-  // localStorage throws where storage is disabled; the widget then works without memory.
-  const storage = {
-    get(key) {
-      try {
-        return window.localStorage.getItem(key);
-      } catch {
-        return null;
-      }
-    },
-    set(key, value) {
-      try {
-        window.localStorage.setItem(key, value);
-      } catch {
-        /* nothing to keep it in */
-      }
-    },
-  };
-
-  /** An element with attributes ("text" sets textContent) and children (strings become text). */
-  function el(tag, attributes = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attributes)) {
-      if (name === "text") node.textContent = value;
-      else node.setAttribute(name, value);
-    }
-    node.append(...children);
-    return node;
-  }
-
-  function icon(name) {
-    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-    svg.setAttribute("viewBox", "0 0 24 24");
-    svg.setAttribute("aria-hidden", "true");
-    svg.setAttribute("class", `icon-${name}`);
-    const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
-    path.setAttribute("d", ICONS[name]);
-    svg.append(path);
-    return svg;
-  }
-
-  function newSessionId() {
-    if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-    // randomUUID exists only on https and localhost pages; build the same v4 format elsewhere.
-    const bytes = crypto.getRandomValues(new Uint8Array(16));
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
-    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-  }
-
-  /** The configured colour if the browser accepts it as a CSS colour, else the default. */
-  /** An http(s) URL as a string, or null for anything else (javascript:, data:, garbage). */
-  function safeUrl(value) {
-    try {
-      const url = new URL(String(value));
-      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
-    } catch {
-      return null;
+      --surface: #0f172a;
+      --text: #e2e8f0;
+      --muted: #94a3b8;
+      --bubble: #1e293b;
+      --code: #0f172a;
+      --border: #334155;
+      --danger-surface: #450a0a;
+      --danger-text: #fecaca;
     }
   }
-
-  function cssColor(value) {
-    return value && CSS.supports("color", value) ? value : DEFAULTS.accentColor;
+  *, *::before, *::after { box-sizing: border-box; }
+  [hidden] { display: none !important; }
+  button, textarea { font: inherit; color: inherit; margin: 0; }
+  button { cursor: pointer; border: 0; padding: 0; background: none; }
+  :focus-visible { outline: 2px solid var(--accent); outline-offset: 2px; }
+  svg { width: 24px; height: 24px; fill: none; stroke: currentColor; stroke-width: 2; stroke-linecap: round; stroke-linejoin: round; }
+  .visually-hidden {
+    position: absolute; width: 1px; height: 1px; overflow: hidden;
+    clip: rect(0 0 0 0); clip-path: inset(50%); white-space: nowrap;
   }
 
-  /** The history route beside the chat route: ".../chat" or ".../v1/chat/stream" become ".../v1/chat/history". */
-  function historyUrl(endpoint) {
-    const base = endpoint.pathname.replace(/\/(v1\/chat\/stream|chat)\/?$/, "");
-    return new URL(`${base}/v1/chat/history`, endpoint.origin).href;
+  .launcher {
+    display: grid; place-items: center; width: 56px; height: 56px; border-radius: 50%;
+    background: linear-gradient(135deg, var(--accent), var(--accent-strong)); color: #ffffff;
+    box-shadow: 0 8px 24px rgba(15, 23, 42, 0.28); transition: transform 0.15s ease;
   }
+  .launcher:hover { transform: translateY(-2px); }
+  .widget[data-open="true"] .launcher .icon-chat,
+  .widget[data-open="false"] .launcher .icon-close { display: none; }
 
-  function readConfig(script) {
-    const data = script ? script.dataset : {};
-    const attribute = (name) => (data[name] || "").trim();
-    if (!attribute("apiUrl") || !attribute("apiKey")) return null;
-    let endpoint;
-    try {
-      endpoint = new URL(attribute("apiUrl"), document.baseURI);
-    } catch {
-      return null;
-    }
-    return {
-      endpoint: endpoint.href,
-      historyEndpoint: historyUrl(endpoint),
-      apiKey: attribute("apiKey"),
-      title: attribute("title") || DEFAULTS.title,
-      welcomeMessage: attribute("welcomeMessage") || DEFAULTS.welcomeMessage,
-      inputPlaceholder: attribute("inputPlaceholder") || DEFAULTS.inputPlaceholder,
-      position: attribute("position") === "left" ? "left" : "right",
-      accentColor: cssColor(attribute("accentColor")),
-      subtitle: attribute("subtitle"),
-      // "Track my order|Return an item": buttons that ask the question, until the first message.
-      suggestions: attribute("suggestions").split("|").map((text) => text.trim().slice(0, MAX_MESSAGE_CHARS))
-        .filter(Boolean).slice(0, MAX_SUGGESTIONS),
-    };
+  .panel {
+    position: absolute; bottom: 72px; right: 0;
+    width: min(380px, calc(100vw - 40px)); height: min(600px, calc(100vh - 112px));
+    display: flex; flex-direction: column; overflow: hidden;
+    background: var(--surface); border: 1px solid var(--border); border-radius: 16px;
+    box-shadow: 0 18px 50px rgba(15, 23, 42, 0.22);
   }
-
-  function failureText(status) {
-    if (status === 401) return TEXT.unauthorized;
-    if (status === 429) return TEXT.rateLimited;
-    if (status >= 500) return TEXT.unavailable;
-    return TEXT.rejected;
+  :host([data-position="left"]) .panel { right: auto; left: 0; }
+  .header {
+    display: flex; align-items: center; gap: 8px; padding: 14px 16px;
+    background: var(--accent-strong); color: #ffffff;
   }
-
-  /** The JSON objects of an NDJSON body, one per line, each as soon as its line is complete. */
-  async function* ndjsonEvents(body) {
-    const reader = body.getReader();
-    const decoder = new TextDecoder();
-    let buffered = "";
-    for (;;) {
-      const { done, value } = await reader.read();
-      buffered += decoder.decode(value, { stream: !done });
-      const lines = buffered.split("\n");
-      buffered = done ? "" : lines.pop(); // an incomplete last line waits for the next chunk
-      for (const line of lines) {
-        let event = null;
-        try {
-          event = line.trim() ? JSON.parse(line) : null;
-        } catch {
-          console.warn(`${LOG_PREFIX} Skipped a line that is not JSON`);
-        }
-        if (event && typeof event === "object") yield event;
-      }
-      if (done) return;
-    }
+  .titles { flex: 1; min-width: 0; }
+  .title { font-size: 15px; font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+  .subtitle { font-size: 12px; opacity: 0.9; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+  .suggestions { display: flex; flex-wrap: wrap; gap: 6px; align-self: flex-start; }
+  .suggestion {
+    padding: 6px 12px; border-radius: 999px; border: 1px solid var(--accent-strong);
+    color: var(--text); background: var(--surface); font-size: 13px; text-align: start;
   }
+  .suggestion:hover { background: var(--bubble); }
+  .close { display: none; place-items: center; width: 36px; height: 36px; border-radius: 8px; }
 
-  class ChatWidget {
-    constructor(config) {
-      this.config = config;
-      const stored = storage.get(SESSION_KEY);
-      // A new visitor has no thread to fetch; their id is made when they first send.
-      this.sessionId = stored && SESSION_ID.test(stored) ? stored : null;
-      this.streaming = null; // the AbortController of the reply being received
-      this.history = null; // the promise of the one history fetch
-      this.render();
-      this.setOpen(storage.get(OPEN_KEY) === "true", false);
-    }
-
-    render() {
-      const { config } = this;
-      this.host = el("div", { id: ROOT_ID, "data-position": config.position });
-      this.shadow = this.host.attachShadow({ mode: "open" });
-      if ("adoptedStyleSheets" in this.shadow) {
-        // A constructed sheet passes a host page's strict Content-Security-Policy, which blocks <style>.
-        const sheet = new CSSStyleSheet();
-        sheet.replaceSync(STYLES);
-        this.shadow.adoptedStyleSheets = [sheet];
-      } else {
-        this.shadow.append(el("style", { text: STYLES }));
-      }
-
-      this.launcher = el("button", { type: "button", class: "launcher", "aria-controls": "panel" }, icon("chat"), icon("close"));
-      this.closeButton = el("button", { type: "button", class: "close", "aria-label": "Close chat" }, icon("close"));
-      this.log = el("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Conversation", tabindex: "0" });
-      this.input = el("textarea", {
-        id: "message", rows: "1", maxlength: String(MAX_MESSAGE_CHARS), placeholder: config.inputPlaceholder,
-      });
-      this.sendButton = el("button", { type: "submit", class: "send", text: "Send" });
-      this.stopButton = el("button", { type: "button", class: "stop", text: "Stop", hidden: "" });
-      this.form = el(
-        "form", { class: "composer" },
-        el("label", { for: "message", class: "visually-hidden", text: "Message" }),
-        this.input, this.sendButton, this.stopButton,
-      );
-      this.panel = el(
-        "div", { id: "panel", class: "panel", role: "dialog", "aria-labelledby": "title", hidden: "" },
-        el(
-          "div", { class: "header" },
-          el(
-            "div", { class: "titles" },
-            el("div", { id: "title", class: "title", text: config.title }),
-            ...(config.subtitle ? [el("div", { class: "subtitle", text: config.subtitle })] : []),
-          ),
-          this.closeButton,
-        ),
-        this.log,
-        this.form,
-      );
-      this.root = el("div", { class: "widget" }, this.panel, this.launcher);
-      // Through the CSSOM, never spliced into style text: the value cannot escape its property.
-      this.root.style.setProperty("--accent", config.accentColor);
-      this.shadow.append(this.root);
-      this.addMessage("assistant", config.welcomeMessage);
-      this.suggestions = this.addSuggestions(config.suggestions);
-
-      this.launcher.addEventListener("click", () => this.setOpen(!this.isOpen(), true));
-      this.closeButton.addEventListener("click", () => this.setOpen(false, true));
-      this.stopButton.addEventListener("click", () => this.streaming?.abort());
-      this.form.addEventListener("submit", (event) => {
-        event.preventDefault();
-        this.submit();
-      });
-      this.input.addEventListener("keydown", (event) => {
-        // Enter sends, Shift+Enter starts a new line; keys that confirm an input method's text do neither.
-        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-          event.preventDefault();
-          this.submit();
-        }
-      });
-      this.root.addEventListener("keydown", (event) => {
-        if (event.key === "Escape" && this.isOpen() && !event.isComposing) {
-          event.preventDefault();
-          this.setOpen(false, true);
-        }
-      });
-      document.body.append(this.host);
-    }
-
-    isOpen() {
-      return !this.panel.hidden;
-    }
-
-    /** Show or hide the panel; focus moves only when the visitor asked, never on page load. */
-    setOpen(open, byVisitor) {
-      this.panel.hidden = !open;
-      this.root.dataset.open = String(open);
-      this.launcher.setAttribute("aria-expanded", String(open));
-      this.launcher.setAttribute("aria-label", open ? "Close chat" : "Open chat");
-      storage.set(OPEN_KEY, String(open));
-      if (open) {
-        this.loadHistory();
-        this.scrollToEnd();
-      }
-      if (byVisitor) (open ? this.input : this.launcher).focus();
-    }
-
-    /** The earlier messages of this visitor's session, drawn once, before anything new. */
-    loadHistory() {
-      this.history ??= this.sessionId ? this.drawHistory() : Promise.resolve();
-      return this.history;
-    }
-
-    async drawHistory() {
-      try {
-        const url = `${this.config.historyEndpoint}?sessionId=${encodeURIComponent(this.sessionId)}`;
-        const response = await fetch(url, {
-          headers: { "X-Widget-Api-Key": this.config.apiKey },
-          signal: AbortSignal.timeout(HISTORY_TIMEOUT_MS),
-        });
-        if (!response.ok) throw new Error(`HTTP ${response.status}`);
-        const { messages } = await response.json();
-        if (Array.isArray(messages) && messages.length) this.removeSuggestions(); // the visitor has begun
-        for (const message of Array.isArray(messages) ? messages : []) {
-          if ((message.role === "user" || message.role === "assistant") && typeof message.content === "string") {
-            this.addMessage(message.role, message.content, {
-              interrupted: message.interrupted === true,
-              cutShort: typeof message.finishReason === "string",
-              sources: message.sources,
-            });
-          }
-        }
-      } catch (error) {
-        // The chat still works without its past (for instance against a server without the route).
-        console.warn(`${LOG_PREFIX} Could not load the earlier conversation`, error);
-      }
-    }
-
-    submit() {
-      const text = this.input.value.trim();
-      if (!text || this.streaming) return;
-      this.input.value = "";
-      this.send(text, false);
-    }
-
-    /** Starter questions under the welcome message: each a button that sends it. */
-    addSuggestions(questions) {
-      if (!questions.length) return null;
-      const group = el("div", { class: "suggestions", role: "group", "aria-label": "Suggested questions" });
-      for (const question of questions) {
-        const button = el("button", { type: "button", class: "suggestion", text: question });
-        button.addEventListener("click", () => {
-          if (this.streaming) return;
-          this.send(question, false);
-        });
-        group.append(button);
-      }
-      this.log.append(group);
-      return group;
-    }
-
-    removeSuggestions() {
-      this.suggestions?.remove();
-      this.suggestions = null;
-    }
-
-    /**
-     * Send one message and stream the reply into a new bubble; a retry does not redraw the message.
-     * A reply cut by a restart of the service is asked for again once, by itself, after a pause.
-     */
-    async send(text, isRetry, isAutomatic = false) {
-      this.streaming = new AbortController();
-      this.setStreaming(true);
-      await this.loadHistory();
-      for (const retry of this.log.querySelectorAll(".retry")) retry.remove(); // only the latest failure can be retried
-      this.removeSuggestions();
-      if (!isRetry) this.addMessage("user", text);
-      const bubble = this.addMessage("assistant", "", { pending: true });
-      let reply = "";
-      let sources = null;
-      let finished = false;
-      let failure = null;
-      try {
-        const response = await fetch(this.config.endpoint, {
-          method: "POST",
-          headers: { "Content-Type": "application/json", "X-Widget-Api-Key": this.config.apiKey },
-          // retry: the server does not store the message again if its first attempt left it unanswered
-          body: JSON.stringify({ sessionId: this.session(), message: text, ...(isRetry && { retry: true }) }),
-          signal: this.streaming.signal,
-        });
-        if (!response.ok || !response.body) throw new Failure(failureText(response.status));
-        for await (const event of ndjsonEvents(response.body)) {
-          if (event.type === "token" && typeof event.token === "string") {
-            reply += event.token;
-            this.setText(bubble, reply);
-          } else if (event.type === "sources") {
-            sources = event.sources; // sent just before "done"
-          } else if (event.type === "done" && typeof event.message === "string") {
-            reply = event.message;
-            finished = true;
-            this.setText(bubble, reply);
-            if (typeof event.finishReason === "string") bubble.append(el("span", { class: "note", text: TEXT.cutShort }));
-            this.addSources(bubble, sources);
-          } else if (event.type === "error") {
-            throw new (event.code === "restarting" ? Restarting : Failure)(TEXT.unavailable);
-          } // "start", "ping" and types added later need nothing
-        }
-        if (!finished) throw new Failure(TEXT.cutOff);
-      } catch (error) {
-        failure = error;
-      }
-
-      if (failure instanceof Restarting && !isAutomatic) {
-        bubble.remove(); // the retry streams the whole reply again
-        if (await this.pause(RESTART_RETRY_MS)) return this.send(text, true, true);
-        failure = null; // the visitor pressed Stop while waiting
-      }
-      bubble.querySelector(".typing")?.remove();
-      if (!reply) bubble.remove();
-      else if (failure) bubble.append(el("span", { class: "note", text: TEXT.interrupted }));
-      const stopped = failure?.name === "AbortError";
-      if (failure && !stopped) {
-        if (!(failure instanceof Failure)) console.error(`${LOG_PREFIX} The request failed`, failure);
-        this.addFailure(failure instanceof Failure ? failure.message : TEXT.unreachable, text);
-      }
-      this.streaming = null;
-      this.setStreaming(false);
-    }
-
-    /** Wait ms; false if the visitor pressed Stop meanwhile. */
-    pause(ms) {
-      const signal = this.streaming.signal;
-      return new Promise((resolve) => {
-        const timer = setTimeout(() => resolve(true), ms);
-        signal.addEventListener("abort", () => { clearTimeout(timer); resolve(false); }, { once: true });
-      });
-    }
-
-    /** Swap Send and Stop; keep keyboard focus on whichever of them replaces the other. */
-    setStreaming(on) {
-      const focused = this.shadow.activeElement;
-      this.sendButton.hidden = on;
-      this.stopButton.hidden = !on;
-      // Screen readers announce the reply once it is complete, not token by token.
-      this.log.setAttribute("aria-busy", String(on));
-      if (focused === this.sendButton && on) this.stopButton.focus();
-      if (focused === this.stopButton && !on) this.input.focus();
-    }
-
-    session() {
-      if (!this.sessionId) {
-        this.sessionId = newSessionId();
-        storage.set(SESSION_KEY, this.sessionId);
-      }
-      return this.sessionId;
-    }
-
-    addMessage(role, text, { interrupted = false, cutShort = false, pending = false, sources = null } = {}) {
-      const speaker = role === "user" ? "You" : this.config.title;
-      const bubble = el(
-        "div", { class: `message ${role}` },
-        el("span", { class: "visually-hidden", text: `${speaker}: ` }),
-        el("span", { class: "text", text }),
-      );
-      if (pending) bubble.append(el("span", { class: "typing", "aria-hidden": "true" }, el("span"), el("span"), el("span")));
-      if (interrupted) bubble.append(el("span", { class: "note", text: TEXT.interrupted }));
-      if (cutShort) bubble.append(el("span", { class: "note", text: TEXT.cutShort }));
-      this.addSources(bubble, sources);
-      this.log.append(bubble);
-      this.scrollToEnd();
-      return bubble;
-    }
-
-    /** Links to the site's documents a reply was given ([{id, title, url}]); only http(s) links. */
-    addSources(bubble, sources) {
-      if (!Array.isArray(sources) || !sources.length) return;
-      const list = el("span", { class: "sources" }, el("span", { text: TEXT.sources }));
-      for (const source of sources) {
-        if (!source || typeof source.title !== "string") continue;
-        const url = safeUrl(source.url);
-        list.append(url
-          ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer", text: source.title })
-          : el("span", { text: source.title }));
-      }
-      bubble.append(list);
-    }
-
-    addFailure(message, text) {
-      const retry = el("button", { type: "button", class: "retry", text: "Retry" });
-      const notice = el("div", { class: "notice" }, el("span", { text: message }), retry);
-      retry.addEventListener("click", () => {
-        if (this.streaming) return;
-        notice.remove();
-        this.input.focus(); // the button is gone: keep keyboard users in the composer
-        this.send(text, true);
-      });
-      this.log.append(notice);
-      this.scrollToEnd();
-    }
-
-    /** Update a reply as it streams; follow it down only if the visitor has not scrolled up to read. */
-    setText(bubble, text) {
-      const following = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
-      bubble.querySelector(".typing")?.remove();
-      bubble.querySelector(".text").textContent = text;
-      if (following) this.scrollToEnd();
-    }
-
-    scrollToEnd() {
-      this.log.scrollTop = this.log.scrollHeight;
-    }
+  .log {
+    flex: 1; overflow-y: auto; overscroll-behavior: contain; padding: 16px;
+    display: flex; flex-direction: column; gap: 10px;
   }
+  .message { max-width: 85%; padding: 9px 12px; border-radius: 14px; }
+  .message .text { overflow-wrap: anywhere; }
+  .message.user .text { white-space: pre-wrap; }
+  /* flex-start and flex-end, and the corner radii, follow the writing direction: mirrored in rtl. */
+  .message.assistant { align-self: flex-start; background: var(--bubble); border-end-start-radius: 4px; }
+  .message.user { align-self: flex-end; background: var(--accent-strong); color: #ffffff; border-end-end-radius: 4px; }
 
-  // Set only while this file first runs, so it is read now, not when the page has loaded.
-  const script =
-    document.currentScript ||
-    Array.from(document.querySelectorAll("script[src]")).reverse().find((s) => s.src.includes("chat-widget.js"));
+  /* A reply drawn from Markdown (markdown.js): compact, and never wider than its bubble. */
+  .text > :first-child { margin-top: 0; }
+  .text > :last-child { margin-bottom: 0; }
+  .text :is(p, ul, ol, pre, blockquote, .table, h3, h4, h5, h6) { margin: 0 0 8px; }
+  .text :is(h3, h4, h5, h6) { font-size: 1em; font-weight: 700; }
+  .text :is(ul, ol) { padding-inline-start: 20px; }
+  .text li + li { margin-top: 2px; }
+  .text a { color: inherit; text-decoration: underline; }
+  .text code { font: 0.92em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+  .text :not(pre) > code { padding: 1px 4px; border-radius: 4px; background: var(--code); }
+  .text pre { padding: 8px 10px; border-radius: 8px; background: var(--code); overflow-x: auto; white-space: pre; }
+  .text blockquote { padding-inline-start: 10px; border-inline-start: 3px solid var(--border); color: var(--muted); }
+  .text hr { border: 0; border-top: 1px solid var(--border); }
+  .text .table { overflow-x: auto; }
+  .text table { border-collapse: collapse; font-size: 13px; }
+  .text :is(th, td) { padding: 4px 8px; border: 1px solid var(--border); text-align: start; }
+  .note { display: block; margin-top: 4px; font-size: 12px; font-style: italic; color: var(--muted); }
+  .sources { display: flex; flex-wrap: wrap; gap: 2px 10px; margin-top: 6px; font-size: 12px; color: var(--muted); }
+  .sources a { color: inherit; text-decoration: underline; overflow-wrap: anywhere; }
+  .notice { padding: 10px 12px; border-radius: 10px; background: var(--danger-surface); color: var(--danger-text); }
+  .retry { margin-inline-start: 8px; font-weight: 600; text-decoration: underline; }
+  .typing { display: inline-flex; gap: 4px; padding: 6px 0; }
+  .typing span { width: 6px; height: 6px; border-radius: 50%; background: var(--muted); animation: blink 1.2s infinite ease-in-out; }
+  .typing span:nth-child(2) { animation-delay: 0.2s; }
+  .typing span:nth-child(3) { animation-delay: 0.4s; }
+  @keyframes blink { 0%, 80%, 100% { opacity: 0.25; } 40% { opacity: 1; } }
 
-  function boot() {
-    if (document.getElementById(ROOT_ID)) return; // embedded twice: one widget is enough
-    const config = readConfig(script);
-    if (!config) {
-      console.error(`${LOG_PREFIX} Missing required data-api-url or data-api-key attributes.`);
-      return;
-    }
-    new ChatWidget(config);
+  .composer { display: flex; align-items: flex-end; gap: 8px; padding: 10px; border-top: 1px solid var(--border); }
+  .composer textarea {
+    flex: 1; min-height: 40px; max-height: 120px; field-sizing: content; resize: none;
+    padding: 9px 12px; border: 1px solid var(--border); border-radius: 12px; background: var(--surface);
   }
+  .send, .stop { height: 40px; padding: 0 16px; border-radius: 12px; font-weight: 600; }
+  .send { background: var(--accent-strong); color: #ffffff; }
+  .stop { background: var(--text); color: var(--surface); }
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot, { once: true });
-  else boot();
-})();
+  /* Phones: the open chat takes the whole screen, with its own close button. */
+  @media (max-width: 640px) {
+    .panel { position: fixed; inset: 0; width: auto; height: auto; border: 0; border-radius: 0; }
+    .close { display: grid; }
+    .widget[data-open="true"] .launcher { display: none; }
+  }
+  @media (prefers-reduced-motion: reduce) {
+    * { animation: none !important; transition: none !important; }
+  }
+`,L=class extends Error{},ge=class extends L{},ue={get(t){try{return window.localStorage.getItem(t)}catch{return null}},set(t,e){try{window.localStorage.setItem(t,e)}catch{}}};function Ee(t){let e=document.createElementNS("http://www.w3.org/2000/svg","svg");e.setAttribute("viewBox","0 0 24 24"),e.setAttribute("aria-hidden","true"),e.setAttribute("class",`icon-${t}`);let r=document.createElementNS("http://www.w3.org/2000/svg","path");return r.setAttribute("d",Dr[t]),e.append(r),e}function jr(){if(typeof crypto.randomUUID=="function")return crypto.randomUUID();let t=crypto.getRandomValues(new Uint8Array(16));t[6]=t[6]&15|64,t[8]=t[8]&63|128;let e=Array.from(t,r=>r.toString(16).padStart(2,"0")).join("");return`${e.slice(0,8)}-${e.slice(8,12)}-${e.slice(12,16)}-${e.slice(16,20)}-${e.slice(20)}`}function Nr(t){return t&&CSS.supports("color",t)?t:qr}function Hr(t){let e=t.pathname.replace(/\/(v1\/chat\/stream|chat)\/?$/,"");return new URL(`${e}/v1/chat/history`,t.origin).href}function Zr(t){let e=t?t.dataset:{},r=l=>(e[l]||"").trim();if(!r("apiUrl")||!r("apiKey"))return null;let s;try{s=new URL(r("apiUrl"),document.baseURI)}catch{return null}let{lang:n,dir:i,text:a}=qe(e),o=r("position");return{endpoint:s.href,historyEndpoint:Hr(s),apiKey:r("apiKey"),lang:n,dir:i,text:a,position:o==="left"||o==="right"?o:i==="rtl"?"left":"right",accentColor:Nr(r("accentColor")),subtitle:r("subtitle"),suggestions:r("suggestions").split("|").map(l=>l.trim().slice(0,ft)).filter(Boolean).slice(0,Or)}}function Ur(t,e){return t===401?e.unauthorized:t===429?e.rateLimited:t>=500?e.unavailable:e.rejected}async function*Fr(t){let e=t.getReader(),r=new TextDecoder,s="";for(;;){let{done:n,value:i}=await e.read();s+=r.decode(i,{stream:!n});let a=s.split(`
+`);s=n?"":a.pop();for(let o of a){let l=null;try{l=o.trim()?JSON.parse(o):null}catch{console.warn(`${de} Skipped a line that is not JSON`)}l&&typeof l=="object"&&(yield l)}if(n)return}}var Ie=class{constructor(e){this.config=e,this.text=e.text,this.frame=null,this.drawLatest=null;let r=ue.get(ht);this.sessionId=r&&Lr.test(r)?r:null,this.streaming=null,this.history=null,this.render(),this.setOpen(ue.get(pt)==="true",!1)}render(){let{config:e,text:r}=this;if(this.host=d("div",{id:gt,"data-position":e.position}),this.shadow=this.host.attachShadow({mode:"open"}),"adoptedStyleSheets"in this.shadow){let s=new CSSStyleSheet;s.replaceSync(ut),this.shadow.adoptedStyleSheets=[s]}else this.shadow.append(d("style",{text:ut}));this.launcher=d("button",{type:"button",class:"launcher","aria-controls":"panel"},Ee("chat"),Ee("close")),this.closeButton=d("button",{type:"button",class:"close","aria-label":r.closeChat},Ee("close")),this.log=d("div",{class:"log",role:"log","aria-live":"polite","aria-label":r.conversation,tabindex:"0"}),this.input=d("textarea",{id:"message",rows:"1",maxlength:String(ft),placeholder:r.inputPlaceholder}),this.sendButton=d("button",{type:"submit",class:"send",text:r.send}),this.stopButton=d("button",{type:"button",class:"stop",text:r.stop,hidden:""}),this.form=d("form",{class:"composer"},d("label",{for:"message",class:"visually-hidden",text:r.message}),this.input,this.sendButton,this.stopButton),this.panel=d("div",{id:"panel",class:"panel",role:"dialog","aria-labelledby":"title",hidden:""},d("div",{class:"header"},d("div",{class:"titles"},d("div",{id:"title",class:"title",text:r.title}),...e.subtitle?[d("div",{class:"subtitle",text:e.subtitle})]:[]),this.closeButton),this.log,this.form),this.root=d("div",{class:"widget",lang:e.lang,dir:e.dir},this.panel,this.launcher),this.root.style.setProperty("--accent",e.accentColor),this.shadow.append(this.root),this.addMessage("assistant",r.welcomeMessage),this.suggestions=this.addSuggestions(e.suggestions),this.launcher.addEventListener("click",()=>this.setOpen(!this.isOpen(),!0)),this.closeButton.addEventListener("click",()=>this.setOpen(!1,!0)),this.stopButton.addEventListener("click",()=>this.streaming?.abort()),this.form.addEventListener("submit",s=>{s.preventDefault(),this.submit()}),this.input.addEventListener("keydown",s=>{s.key==="Enter"&&!s.shiftKey&&!s.isComposing&&(s.preventDefault(),this.submit())}),this.root.addEventListener("keydown",s=>{s.key==="Escape"&&this.isOpen()&&!s.isComposing&&(s.preventDefault(),this.setOpen(!1,!0))}),document.body.append(this.host)}isOpen(){return!this.panel.hidden}setOpen(e,r){this.panel.hidden=!e,this.root.dataset.open=String(e),this.launcher.setAttribute("aria-expanded",String(e)),this.launcher.setAttribute("aria-label",e?this.text.closeChat:this.text.openChat),ue.set(pt,String(e)),e&&(this.loadHistory(),this.scrollToEnd()),r&&(e?this.input:this.launcher).focus()}loadHistory(){return this.history??(this.history=this.sessionId?this.drawHistory():Promise.resolve()),this.history}async drawHistory(){try{let e=`${this.config.historyEndpoint}?sessionId=${encodeURIComponent(this.sessionId)}`,r=await fetch(e,{headers:{"X-Widget-Api-Key":this.config.apiKey},signal:AbortSignal.timeout(Br)});if(!r.ok)throw new Error(`HTTP ${r.status}`);let{messages:s}=await r.json();Array.isArray(s)&&s.length&&this.removeSuggestions();for(let n of Array.isArray(s)?s:[])(n.role==="user"||n.role==="assistant")&&typeof n.content=="string"&&this.addMessage(n.role,n.content,{interrupted:n.interrupted===!0,cutShort:typeof n.finishReason=="string",sources:n.sources})}catch(e){console.warn(`${de} Could not load the earlier conversation`,e)}}submit(){let e=this.input.value.trim();!e||this.streaming||(this.input.value="",this.send(e,!1))}addSuggestions(e){if(!e.length)return null;let r=d("div",{class:"suggestions",role:"group","aria-label":this.text.suggestions});for(let s of e){let n=d("button",{type:"button",class:"suggestion",text:s});n.addEventListener("click",()=>{this.streaming||this.send(s,!1)}),r.append(n)}return this.log.append(r),r}removeSuggestions(){this.suggestions?.remove(),this.suggestions=null}async send(e,r,s=!1){this.streaming=new AbortController,this.setStreaming(!0),await this.loadHistory();for(let c of this.log.querySelectorAll(".retry"))c.remove();this.removeSuggestions(),r||this.addMessage("user",e);let n=this.addMessage("assistant","",{pending:!0}),i="",a=null,o=!1,l=null;try{let c=await fetch(this.config.endpoint,{method:"POST",headers:{"Content-Type":"application/json","X-Widget-Api-Key":this.config.apiKey},body:JSON.stringify({sessionId:this.session(),message:e,...r&&{retry:!0}}),signal:this.streaming.signal});if(!c.ok||!c.body)throw new L(Ur(c.status,this.text));for await(let u of Fr(c.body))if(u.type==="token"&&typeof u.token=="string")i+=u.token,this.drawReplySoon(n,i);else if(u.type==="sources")a=u.sources;else if(u.type==="done"&&typeof u.message=="string")i=u.message,o=!0,this.drawReply(n,i),typeof u.finishReason=="string"&&n.append(d("span",{class:"note",text:this.text.cutShort})),this.addSources(n,a);else if(u.type==="error")throw new(u.code==="restarting"?ge:L)(this.text.unavailable);if(!o)throw new L(this.text.cutOff)}catch(c){l=c}if(l instanceof ge&&!s){if(n.remove(),await this.pause(Mr))return this.send(e,!0,!0);l=null}n.querySelector(".typing")?.remove(),i?l&&n.append(d("span",{class:"note",text:this.text.interrupted})):n.remove();let p=l?.name==="AbortError";l&&!p&&(l instanceof L||console.error(`${de} The request failed`,l),this.addFailure(l instanceof L?l.message:this.text.unreachable,e)),this.streaming=null,this.setStreaming(!1)}pause(e){let r=this.streaming.signal;return new Promise(s=>{let n=setTimeout(()=>s(!0),e);r.addEventListener("abort",()=>{clearTimeout(n),s(!1)},{once:!0})})}setStreaming(e){let r=this.shadow.activeElement;this.sendButton.hidden=e,this.stopButton.hidden=!e,this.log.setAttribute("aria-busy",String(e)),r===this.sendButton&&e&&this.stopButton.focus(),r===this.stopButton&&!e&&this.input.focus()}session(){return this.sessionId||(this.sessionId=jr(),ue.set(ht,this.sessionId)),this.sessionId}addMessage(e,r,{interrupted:s=!1,cutShort:n=!1,pending:i=!1,sources:a=null}={}){let o=e==="user"?this.text.you:this.text.title,l=e==="user"?d("span",{class:"text",text:r}):d("div",{class:"text"},...Pe(r)),p=d("div",{class:`message ${e}`},d("span",{class:"visually-hidden",text:`${o}: `}),l);return i&&p.append(d("span",{class:"typing","aria-hidden":"true"},d("span"),d("span"),d("span"))),s&&p.append(d("span",{class:"note",text:this.text.interrupted})),n&&p.append(d("span",{class:"note",text:this.text.cutShort})),this.addSources(p,a),this.log.append(p),this.scrollToEnd(),p}addSources(e,r){if(!Array.isArray(r)||!r.length)return;let s=d("span",{class:"sources"},d("span",{text:this.text.sources}));for(let n of r){if(!n||typeof n.title!="string")continue;let i=he(n.url);s.append(i?pe(i,n.title):d("span",{text:n.title}))}e.append(s)}addFailure(e,r){let s=d("button",{type:"button",class:"retry",text:this.text.retry}),n=d("div",{class:"notice"},d("span",{text:e}),s);s.addEventListener("click",()=>{this.streaming||(n.remove(),this.input.focus(),this.send(r,!0))}),this.log.append(n),this.scrollToEnd()}drawReplySoon(e,r){this.drawLatest=()=>this.drawReply(e,r),this.frame??(this.frame=requestAnimationFrame(()=>{this.frame=null,this.drawLatest()}))}drawReply(e,r){this.frame!==null&&cancelAnimationFrame(this.frame),this.frame=null;let s=this.log.scrollHeight-this.log.scrollTop-this.log.clientHeight<40;e.querySelector(".typing")?.remove(),e.querySelector(".text").replaceChildren(...Pe(r)),s&&this.scrollToEnd()}scrollToEnd(){this.log.scrollTop=this.log.scrollHeight}},Qr=document.currentScript||Array.from(document.querySelectorAll("script[src]")).reverse().find(t=>t.src.includes("chat-widget.js"));function dt(){if(document.getElementById(gt))return;let t=Zr(Qr);if(!t){console.error(`${de} Missing required data-api-url or data-api-key attributes.`);return}new Ie(t)}document.readyState==="loading"?document.addEventListener("DOMContentLoaded",dt,{once:!0}):dt();})();

@@ -4,6 +4,7 @@ tests share (keys, headers, process helpers) is in tests/support.py."""
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 import services
 from app import create_app
 from tests.fake_upstream import FakeUpstream
-from tests.support import Gunicorn, RedisServer, chat_turn, deployment_env
+from tests.support import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer, chat_turn, deployment_env
 
 
 @pytest.fixture(scope="session")
@@ -129,3 +130,19 @@ def module_gunicorn(redis_server, upstream_server, tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright, one for the whole run (Playwright allows one sync
+    driver per thread). With CI set, a missing Chromium fails the run rather than skipping."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests, but {CHROMIUM} is missing (.ci/run installs it)")
+        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

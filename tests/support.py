@@ -18,6 +18,8 @@ from tests.loopback import answers_ok, free_port, wait_until
 
 __all__ = [
     "ADMIN_KEY",
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
     "ADMIN_KEY_2",
     "ROOT",
     "RUNTIME_BIN",
@@ -40,6 +42,9 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+# Debian's Chromium: Playwright never downloads a browser here (see the `browser` fixture).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
 def _runtime_bin() -> Path:

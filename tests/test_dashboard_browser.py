@@ -6,33 +6,14 @@ Screenshots of the list and of a thread are saved under test-output/dashboard/.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import requests
 
 import storage
 from tests.support import ADMIN_KEY, ADMIN_KEY_2, ROOT, chat_headers
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (see requirements-dev.txt)")
-
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-output" / "dashboard"
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
-)
 ATTACK = '<script>window.pwned = 1</script><img src="x" onerror="window.pwned = 2">'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

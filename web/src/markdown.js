@@ -1,0 +1,148 @@
+/*
+ * Markdown of model replies, drawn as DOM nodes: marked (https://marked.js.org) parses, this file
+ * only turns its tokens into elements. No HTML string is ever produced or parsed, so nothing a
+ * reply holds can become markup:
+ *   - raw HTML (inline or blocks) is shown as the text it is;
+ *   - links keep their href only for http:, https: and mailto:, and open in a new tab without
+ *     an opener or referrer; any other destination leaves the link's text, unlinked;
+ *   - images load nothing: each becomes a link to its address, labelled by its alt text;
+ *   - every value reaches the page through textContent, setAttribute or the CSSOM.
+ * Shared by the widget and the dashboard's thread view, so both show a reply the same way.
+ */
+import { Lexer } from "marked";
+
+// GitHub-flavoured (tables, strikethrough, bare URLs); a single newline is a line break, as a
+// model's plain-text answers mean it.
+const OPTIONS = { gfm: true, breaks: true };
+const LINK_PROTOCOLS = new Set(["http:", "https:", "mailto:"]);
+const ALIGNMENTS = new Set(["left", "right", "center"]);
+
+/** The href of an http, https or mailto URL, else null (javascript:, data:, relative, garbage). */
+export function safeLink(value) {
+  try {
+    const url = new URL(String(value));
+    return LINK_PROTOCOLS.has(url.protocol) ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/** An element with attributes ("text" sets textContent) and children (strings become text). */
+export function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+/** A link that opens in a new tab and tells the target nothing about the page it came from. */
+export function externalLink(href, ...children) {
+  return el("a", { href, target: "_blank", rel: "noopener noreferrer" }, ...children);
+}
+
+/** The nodes of a Markdown text: an array of block elements (paragraphs, lists, tables...). */
+export function renderMarkdown(markdown) {
+  return blocks(Lexer.lex(markdown, OPTIONS));
+}
+
+function blocks(tokens) {
+  return tokens.flatMap((token) => block(token) ?? []);
+}
+
+function inlines(tokens) {
+  return (tokens ?? []).flatMap((token) => inline(token) ?? []);
+}
+
+function block(token) {
+  switch (token.type) {
+    case "paragraph":
+      return el("p", {}, ...inlines(token.tokens));
+    case "heading":
+      // Headings inside a reply stay inside the conversation's outline: h1 becomes h3, and so on.
+      return el(`h${Math.min(token.depth + 2, 6)}`, {}, ...inlines(token.tokens));
+    case "code":
+      return el("pre", {}, el("code", { text: token.text }));
+    case "blockquote":
+      return el("blockquote", {}, ...blocks(token.tokens));
+    case "list":
+      return list(token);
+    case "table":
+      return table(token);
+    case "hr":
+      return el("hr");
+    case "space":
+    case "def": // a reference link's definition: used by the links that name it, shown nowhere
+      return null;
+    case "html":
+      return el("p", { text: token.text });
+    case "text": // the text of a tight list item
+      return token.tokens ? inlines(token.tokens) : document.createTextNode(token.text);
+    default:
+      return el("p", { text: token.raw ?? "" }); // a token type added in a later version of marked
+  }
+}
+
+function list(token) {
+  const attributes = token.ordered && token.start !== 1 && token.start !== "" ? { start: String(token.start) } : {};
+  return el(
+    token.ordered ? "ol" : "ul",
+    attributes,
+    ...token.items.map((item) => {
+      const parts = blocks(item.tokens);
+      if (item.task) parts.unshift(item.checked ? "☑ " : "☐ ");
+      return el("li", {}, ...parts);
+    }),
+  );
+}
+
+function table(token) {
+  const cell = (tag, { tokens, align }) => {
+    const node = el(tag, {}, ...inlines(tokens));
+    if (ALIGNMENTS.has(align)) node.style.textAlign = align;
+    return node;
+  };
+  return el(
+    "div",
+    { class: "table" }, // scrolls sideways inside the bubble when the table is wider than it
+    el(
+      "table",
+      {},
+      el("thead", {}, el("tr", {}, ...token.header.map((header) => cell("th", header)))),
+      el("tbody", {}, ...token.rows.map((row) => el("tr", {}, ...row.map((data) => cell("td", data))))),
+    ),
+  );
+}
+
+function inline(token) {
+  switch (token.type) {
+    case "strong":
+      return el("strong", {}, ...inlines(token.tokens));
+    case "em":
+      return el("em", {}, ...inlines(token.tokens));
+    case "del":
+      return el("del", {}, ...inlines(token.tokens));
+    case "codespan":
+      return el("code", { text: token.text });
+    case "br":
+      return el("br");
+    case "link": {
+      const href = safeLink(token.href);
+      return href ? externalLink(href, ...inlines(token.tokens)) : inlines(token.tokens);
+    }
+    case "image": {
+      const href = safeLink(token.href);
+      const label = token.text || token.href;
+      return href ? externalLink(href, label) : document.createTextNode(label);
+    }
+    case "text":
+      return token.tokens ? inlines(token.tokens) : document.createTextNode(token.text);
+    case "escape":
+    case "html":
+      return document.createTextNode(token.text);
+    default:
+      return document.createTextNode(token.raw ?? "");
+  }
+}

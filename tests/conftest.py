@@ -11,6 +11,7 @@ import pytest
 
 import services
 from app import create_app
+from tests.browser import HostSite
 from tests.fake_upstream import FakeUpstream
 from tests.support import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer, chat_turn, deployment_env
 
@@ -146,3 +147,51 @@ def browser():
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# ---- the browser tests: Chromium, a host site, the widget's API ---------------------------
+
+
+@pytest.fixture(scope="session")
+def host_site():
+    """A web site on its own origin, so every call the widget makes is cross-origin."""
+    site = HostSite()
+    yield site
+    site.close()
+
+
+@pytest.fixture(scope="module")
+def api(redis_server, upstream_server, host_site, tmp_path_factory):
+    """The widget's API for a test module: one gunicorn for every test that needs no special
+    settings. Each test is a new visitor (a fresh browser context, so a fresh session id), and
+    starting a server per test is slow."""
+    folder = tmp_path_factory.mktemp("widget-api")
+    env = deployment_env(redis_server.url, upstream_server.url, folder / "data")
+    server = Gunicorn({**env, "CORS_ORIGIN": host_site.origin, "WEB_CONCURRENCY": "2"}, folder / "gunicorn.log")
+    yield server.wait_ready()
+    server.stop()
+
+
+@pytest.fixture
+def start_api(start_gunicorn, host_site):
+    """A gunicorn of the test's own, with special settings, that lets the host site's origin in."""
+
+    def start(**overrides):
+        return start_gunicorn(**{"CORS_ORIGIN": host_site.origin, "WEB_CONCURRENCY": "2", **overrides})
+
+    return start
+
+
+@pytest.fixture
+def context(browser, start_gunicorn):
+    # Set up after start_gunicorn, so closed before the test's own servers stop: gunicorn would
+    # otherwise spend its graceful timeout on the browser's idle keep-alive connections.
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context):
+    """A tab of a fresh browser context: each test is a new visitor with an empty localStorage."""
+    return context.new_page()

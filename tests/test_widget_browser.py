@@ -5,24 +5,21 @@ CORS preflight. Screenshots of the open widget are saved in test-output/.
 
 from __future__ import annotations
 
-import html
 import os
 import re
 import signal
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.support import ROOT, WIDGET_KEY, Gunicorn, admin_headers, deployment_env, free_port, wait_until
+from tests.browser import embed_tag, history, visit
+from tests.support import WIDGET_KEY, admin_headers, free_port, wait_until
 
-SCREENSHOTS = ROOT / "test-output"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
-# What the visitor reads for each failure (static/chat-widget.js, TEXT).
+# What the visitor reads for each failure, in English (web/src/i18n.js).
 UNAUTHORIZED = "This chat is not set up correctly: the website's chat key was refused. Please let the site owner know."
 RATE_LIMITED = "You are sending messages too quickly. Please wait a moment, then retry."
 UNAVAILABLE = "The assistant is unavailable right now. Please try again in a little while."
@@ -30,194 +27,6 @@ UNREACHABLE = "The assistant could not be reached. Check your connection, then r
 
 
 # ---- the browser, the host site, the API ---------------------------------------------------
-
-
-class HostSite:
-    """A web site on its own origin (another port than the API) serving the pages a test registers."""
-
-    def __init__(self):
-        pages: dict[str, str] = {}
-        self.pages = pages
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                body = pages.get(self.path.split("?")[0], "").encode()
-                self.send_response(200 if body else 404)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def page(self, path: str, body: str, css: str = "") -> str:
-        """Serve a host page (body plus optional global CSS) at path; returns its URL."""
-        self.pages[path] = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>A host page</title>
-<link rel="icon" href="data:,">
-<style>{css}</style></head>
-<body><h1>A shop</h1><p id="intro">Products, prices and a chat in the corner.</p>
-<a id="first-link" href="#intro">First link</a>
-{body}
-</body></html>"""
-        return self.origin + path
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture(scope="session")
-def host_site():
-    site = HostSite()
-    yield site
-    site.close()
-
-
-def embed_tag(base_url: str, **attributes) -> str:
-    """The widget's script tag, as a site owner would paste it (attributes use Python names; None leaves one out)."""
-    attributes = {"api_url": f"{base_url}/chat", "api_key": WIDGET_KEY, **attributes}
-    data = " ".join(
-        f'data-{name.replace("_", "-")}="{html.escape(value)}"'
-        for name, value in attributes.items()
-        if value is not None
-    )
-    return f'<script src="{base_url}/widget/chat-widget.js" {data} defer></script>'
-
-
-@pytest.fixture(scope="module")
-def api(redis_server, upstream_server, host_site, tmp_path_factory):
-    """One gunicorn for every test that needs no special settings: each test is a new visitor
-    (a fresh browser context, so a fresh session id), and starting a server per test is slow."""
-    folder = tmp_path_factory.mktemp("widget-api")
-    env = deployment_env(redis_server.url, upstream_server.url, folder / "data")
-    server = Gunicorn({**env, "CORS_ORIGIN": host_site.origin, "WEB_CONCURRENCY": "2"}, folder / "gunicorn.log")
-    yield server.wait_ready()
-    server.stop()
-
-
-@pytest.fixture
-def start_api(start_gunicorn, host_site):
-    """A gunicorn of the test's own, with special settings, that lets the host site's origin in."""
-
-    def start(**overrides):
-        return start_gunicorn(**{"CORS_ORIGIN": host_site.origin, "WEB_CONCURRENCY": "2", **overrides})
-
-    return start
-
-
-@pytest.fixture
-def context(browser, start_gunicorn):
-    # Set up after start_gunicorn, so closed before the test's own servers stop: gunicorn would
-    # otherwise spend its graceful timeout on the browser's idle keep-alive connections.
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    yield context
-    context.close()
-
-
-@pytest.fixture
-def page(context) -> Page:
-    return context.new_page()
-
-
-class Widget:
-    """The widget's parts, found by role and accessible name where they have one, and what the page reported."""
-
-    def __init__(self, page: Page):
-        self.page = page
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        page.on("console", self._console)
-        page.on("dialog", self._dialog)
-
-    def _console(self, message) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
-
-    def _dialog(self, dialog):
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    @property
-    def launcher(self):
-        return self.page.locator(".launcher")
-
-    @property
-    def panel(self):
-        return self.page.get_by_role("dialog")
-
-    @property
-    def input(self):
-        return self.page.get_by_role("textbox", name="Message")
-
-    @property
-    def log(self):
-        return self.page.get_by_role("log")
-
-    @property
-    def replies(self):
-        return self.page.locator(".message.assistant .text")
-
-    @property
-    def questions(self):
-        return self.page.locator(".message.user .text")
-
-    def open(self):
-        self.page.get_by_role("button", name="Open chat").click()
-        expect(self.panel).to_be_visible()
-
-    def send(self, text: str):
-        self.input.fill(text)
-        self.input.press("Enter")
-
-    def wait_until_idle(self):
-        """The reply has ended (done, stopped or failed): the log is no longer busy."""
-        expect(self.page.get_by_role("button", name="Send")).to_be_visible(timeout=15000)
-        expect(self.log).to_have_attribute("aria-busy", "false")
-
-    def session_id(self) -> str:
-        """The session id the widget keeps in localStorage (the test fails if there is none)."""
-        session_id = self.page.evaluate("localStorage.getItem('os-chatbot-session-id')")
-        assert isinstance(session_id, str), "the widget stored no session id"
-        return session_id
-
-    def style(self, selector: str, prop: str) -> str:
-        """A computed style of the first element in the widget's shadow root matching selector."""
-        return self.page.evaluate(
-            """([selector, prop]) => {
-                const node = document.getElementById("os-chat-widget-root").shadowRoot.querySelector(selector);
-                return getComputedStyle(node).getPropertyValue(prop);
-            }""",
-            [selector, prop],
-        )
-
-    def screenshot(self, name: str):
-        SCREENSHOTS.mkdir(exist_ok=True)
-        self.page.screenshot(path=SCREENSHOTS / name)
-
-
-def visit(page: Page, url: str) -> Widget:
-    widget = Widget(page)
-    page.goto(url)
-    return widget
-
-
-def history(api, session_id: str) -> list[dict]:
-    response = requests.get(
-        api.url + "/v1/chat/history",
-        params={"sessionId": session_id},
-        headers={"X-Widget-Api-Key": WIDGET_KEY},
-        timeout=10,
-    )
-    assert response.status_code == 200
-    return response.json()["messages"]
 
 
 # ---- chatting ------------------------------------------------------------------------------

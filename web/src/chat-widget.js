@@ -545,8 +545,11 @@ class ChatWidget {
 
   addMessage(role, text, { interrupted = false, cutShort = false, pending = false, sources = null } = {}) {
     const speaker = role === "user" ? this.text.you : this.text.title;
-    // A visitor's words stay plain text; a reply is Markdown (markdown.js).
-    const content = role === "user" ? el("span", { class: "text", text }) : el("div", { class: "text" }, ...renderMarkdown(text));
+    // A visitor's words stay plain text; a reply is Markdown (markdown.js). dir="auto": each
+    // message reads in its own direction, an English reply on an Arabic page too.
+    const content = role === "user"
+      ? el("span", { class: "text", dir: "auto", text })
+      : el("div", { class: "text", dir: "auto" }, ...renderMarkdown(text));
     const bubble = el(
       "div", { class: `message ${role}` },
       el("span", { class: "visually-hidden", text: `${speaker}: ` }),

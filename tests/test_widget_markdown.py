@@ -1,0 +1,206 @@
+"""Replies drawn from Markdown in the widget, in Chromium, through the real service: formatted
+while they stream, and inert whatever they hold (web/src/markdown.js)."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser import DOC_SCREENSHOTS, embed_tag, visit
+
+REPLY = """## Your order
+
+Your parcel **left the warehouse** today and arrives *tomorrow*.
+
+1. Track it at [the carrier's site](https://carrier.example/track?id=42).
+2. Keep the code `QX-42` at hand.
+
+- Returns: free within 30 days
+- Questions: <help@shop.example>
+
+| Item | Qty |
+|------|----:|
+| Mug  | 2   |
+
+```
+curl https://carrier.example/api/42
+```"""
+
+# Markdown (and HTML) that would run script, load a resource or add markup if it were trusted.
+HOSTILE_REPLY = """[click](javascript:alert(1)) [upper](JAVASCRIPT:alert(2))
+[data](data:text/html,<script>alert(3)</script>)
+[vb](vbscript:msgbox(4)) [relative](/account) [ok](https://ok.example/page "a title") [mail](mailto:help@shop.example)
+
+![pixel](https://tracker.example/pixel.png) ![](https://tracker.example/blank.gif)
+
+<javascript:alert(5)> <https://auto.example/path> www.bare.example
+
+[reference][evil] and [good reference][good]
+
+[evil]: javascript:alert(6)
+[good]: https://good.example/
+
+<div onclick="alert(7)">an HTML block</div>
+
+<iframe src="https://tracker.example/frame"></iframe>
+
+Inline <img src=x onerror=alert(8)> and <svg onload=alert(9)></svg> and <a href="javascript:alert(10)">a</a>
+
+<style>* { display: none !important; }</style>
+
+<script>alert(11)</script>"""
+
+ALLOWED_HREF = re.compile(r"(https?://|mailto:)")
+
+
+def shadow_elements(page, selector: str) -> list[dict]:
+    """Tag, attributes and text of each element matching selector inside the widget's shadow root."""
+    return page.evaluate(
+        """(selector) => Array.from(
+            document.getElementById("os-chat-widget-root").shadowRoot.querySelectorAll(selector),
+            (node) => ({ tag: node.localName, text: node.textContent,
+                         attributes: Object.fromEntries(Array.from(node.attributes, (a) => [a.name, a.value])) }))""",
+        selector,
+    )
+
+
+def test_a_markdown_reply_is_drawn_formatted_as_it_streams_and_when_redrawn(page, api, host_site, upstream):
+    upstream.reply = REPLY
+    upstream.token_delay = 0.02
+    widget = visit(page, host_site.page("/markdown", embed_tag(api.url, title="Shop help")))
+    widget.open()
+    # Sample every painted frame while the reply streams: once the reply shows, it must never
+    # blank out again (a redraw that emptied the bubble for a frame would flicker).
+    page.evaluate(
+        """() => {
+            const log = document.getElementById("os-chat-widget-root").shadowRoot.querySelector(".log");
+            window.frames_seen = [];
+            const sample = () => {
+                const replies = log.querySelectorAll(".message.assistant .text");
+                window.frames_seen.push(replies.length > 1 ? replies[replies.length - 1].textContent.length : -1);
+                const streaming = log.getAttribute("aria-busy") !== "false";
+                if (streaming || window.frames_seen.length < 5) requestAnimationFrame(sample);
+            };
+            requestAnimationFrame(sample);
+        }"""
+    )
+    widget.send("Where is my order?")
+    expect(page.locator(".message.assistant strong")).to_have_count(1, timeout=15000)  # formatted mid-stream
+    widget.wait_until_idle()
+    lengths = [length for length in page.evaluate("window.frames_seen") if length >= 0]
+    first_shown = next(i for i, length in enumerate(lengths) if length > 0)
+    assert 0 not in lengths[first_shown:], f"the reply blanked out while streaming: {lengths}"
+    assert len(set(lengths)) > 3, "the reply was not drawn progressively"
+
+    for redrawn in (False, True):  # as streamed, then from the history after a reload
+        if redrawn:
+            page.reload()
+            expect(widget.replies).to_have_count(2)
+        reply = page.locator(".message.assistant .text").last
+        expect(reply.locator("h4")).to_have_text("Your order")  # "##" sits below the widget's own title
+        expect(reply.locator("strong")).to_have_text("left the warehouse")
+        expect(reply.locator("em")).to_have_text("tomorrow")
+        expect(reply.locator("ol > li")).to_have_count(2)
+        expect(reply.locator("ul > li")).to_have_count(2)
+        expect(reply.locator(":not(pre) > code")).to_have_text("QX-42")
+        expect(reply.locator("pre > code")).to_have_text("curl https://carrier.example/api/42")
+        expect(reply.locator("th")).to_have_text(["Item", "Qty"])
+        expect(reply.locator("td")).to_have_text(["Mug", "2"])
+        links = shadow_elements(page, ".message.assistant .text a")
+        assert [(link["text"], link["attributes"]["href"]) for link in links] == [
+            ("the carrier's site", "https://carrier.example/track?id=42"),
+            ("help@shop.example", "mailto:help@shop.example"),
+        ]
+        assert all(link["attributes"]["target"] == "_blank" for link in links)
+        assert all(link["attributes"]["rel"] == "noopener noreferrer" for link in links)
+    DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    panel = widget.panel.bounding_box()
+    left, top = panel["x"] - 24, panel["y"] - 24  # the panel, its shadow and the launcher below it
+    page.screenshot(
+        path=DOC_SCREENSHOTS / "widget.png", clip={"x": left, "y": top, "width": 1280 - left, "height": 800 - top}
+    )
+    assert widget.errors == []
+
+
+def test_markdown_in_a_reply_cannot_run_script_load_a_resource_or_escape_its_bubble(page, api, host_site, upstream):
+    upstream.reply = HOSTILE_REPLY
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    widget = visit(page, host_site.page("/markdown-xss", embed_tag(api.url)))
+    widget.open()
+    question = "**not bold** <i>not italic</i> [not a link](https://x.example)"
+    widget.send(question)
+    widget.wait_until_idle()
+
+    for redrawn in (False, True):
+        if redrawn:
+            page.reload()
+            expect(widget.replies).to_have_count(2)
+        reply = widget.replies.last
+        expect(widget.questions).to_have_text([question])  # the visitor's words stay exactly as typed
+        assert shadow_elements(page, ".message.user .text *") == []
+        page.wait_for_timeout(300)  # time for an injected handler or a resource load, if there were one
+        assert widget.dialogs == []
+        assert shadow_elements(page, "img, iframe, script, style, object, embed, video, audio, link") == []
+        assert shadow_elements(page, ".text :is(form, input, button, textarea, select)") == []
+        assert [node["tag"] for node in shadow_elements(page, "svg")] == ["svg"] * 3  # the widget's own icons
+        assert all("onclick" not in node["attributes"] for node in shadow_elements(page, ".text *"))
+        hrefs = [link["attributes"]["href"] for link in shadow_elements(page, ".text a")]
+        assert hrefs == [
+            "https://ok.example/page",
+            "mailto:help@shop.example",
+            "https://tracker.example/pixel.png",  # an image is a link to it, never loaded
+            "https://tracker.example/blank.gif",
+            "https://auto.example/path",
+            "http://www.bare.example/",
+            "https://good.example/",
+        ]
+        assert all(ALLOWED_HREF.match(href) for href in hrefs)
+        for link in shadow_elements(page, ".text a"):
+            assert (link["attributes"]["target"], link["attributes"]["rel"]) == ("_blank", "noopener noreferrer")
+        # Links whose destination is refused keep their text, unlinked; raw HTML shows as the text it is.
+        for shown in ("click", "upper", "data", "vb", "relative", "pixel", "reference", "javascript:alert(5)"):
+            expect(reply).to_contain_text(shown)
+        for shown in ('<div onclick="alert(7)">', "<iframe src=", "<img src=x onerror=alert(8)>", "<script>alert(11)"):
+            expect(reply).to_contain_text(shown)
+        expect(reply).not_to_contain_text("[evil]:")  # a reference definition is used, not shown
+
+    assert not [url for url in requested if "tracker.example" in url or "auto.example" in url]
+    # Nothing leaves the bubble: the conversation never scrolls sideways.
+    overflow = page.evaluate(
+        """() => { const log = document.getElementById("os-chat-widget-root").shadowRoot.querySelector(".log");
+                   return log.scrollWidth - log.clientWidth; }"""
+    )
+    assert overflow == 0
+    expect(page.locator("h1")).to_be_visible()  # the reply's <style> reached nothing on the page
+
+
+def test_a_wide_table_or_code_line_scrolls_inside_its_bubble(page, api, host_site, upstream):
+    upstream.reply = (
+        "| "
+        + " | ".join(f"column{i}" for i in range(14))
+        + " |\n|"
+        + "---|" * 14
+        + "\n| "
+        + " | ".join("x" * 14)
+        + " |"
+        "\n\n```\n" + "y" * 300 + "\n```"
+    )
+    widget = visit(page, host_site.page("/markdown-wide", embed_tag(api.url)))
+    widget.open()
+    widget.send("A big table please")
+    widget.wait_until_idle()
+    sizes = page.evaluate(
+        """() => {
+            const root = document.getElementById("os-chat-widget-root").shadowRoot;
+            const bubble = Array.from(root.querySelectorAll(".message.assistant")).pop().getBoundingClientRect();
+            const log = root.querySelector(".log");
+            return { overflow: log.scrollWidth - log.clientWidth, bubbleRight: bubble.right,
+                     logRight: log.getBoundingClientRect().right,
+                     tableScrolls: root.querySelector(".table").scrollWidth > root.querySelector(".table").clientWidth,
+                     codeScrolls: root.querySelector("pre").scrollWidth > root.querySelector("pre").clientWidth };
+        }"""
+    )
+    assert sizes["overflow"] == 0 and sizes["bubbleRight"] <= sizes["logRight"]
+    assert sizes["tableScrolls"] and sizes["codeScrolls"]

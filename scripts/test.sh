@@ -7,5 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/runtime-venv.sh .venv-runtime
 bash scripts/dev-venv.sh
+# The widget's build tools and axe-core, at web/package-lock.json's versions (tests/test_web_build.py,
+# tests/test_accessibility.py). The served scripts themselves are committed: a deploy needs no Node.js.
+(cd web && npm ci --no-audit --no-fund --loglevel=error)
 export RUNTIME_VENV="$PWD/.venv-runtime"
 exec .venv/bin/python -m pytest "$@"

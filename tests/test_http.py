@@ -3,6 +3,8 @@ public pages (widget script, home page)."""
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from tests.support import ADMIN_KEY, ROOT, WIDGET_KEY, WIDGET_KEY_2, chat_headers, free_port
@@ -231,6 +233,22 @@ def test_widget_script_is_served_as_javascript_with_an_etag_and_a_short_cache(cl
     assert unchanged.headers["ETag"] == etag
     changed = client.get("/widget/chat-widget.js", headers={"If-None-Match": '"some-older-version"'})
     assert changed.status_code == 200
+
+
+def test_widget_script_is_gzipped_for_browsers_that_accept_it(client):
+    script = (ROOT / "static" / "chat-widget.js").read_bytes()
+    plain = client.get("/widget/chat-widget.js", headers={"Accept-Encoding": "br;q=1, gzip;q=0"})
+    assert "Content-Encoding" not in plain.headers and plain.data == script  # q=0: not acceptable
+    response = client.get("/widget/chat-widget.js", headers={"Accept-Encoding": "gzip, deflate, br"})
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in response.headers["Vary"]
+    assert gzip.decompress(response.data) == script
+    assert len(response.data) < len(script) / 2
+    assert response.headers["ETag"] != plain.headers["ETag"]  # a cache must never swap one for the other
+    unchanged = client.get(
+        "/widget/chat-widget.js", headers={"Accept-Encoding": "gzip", "If-None-Match": response.headers["ETag"]}
+    )
+    assert unchanged.status_code == 304
 
 
 # ---- the home page -------------------------------------------------------------------------

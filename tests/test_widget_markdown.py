@@ -1,5 +1,6 @@
 """Replies drawn from Markdown in the widget, in Chromium, through the real service: formatted
-while they stream, and inert whatever they hold (web/src/markdown.js)."""
+while they stream, inert whatever they hold, and shown the same in the dashboard
+(web/src/markdown.js). Writes the README's screenshots, docs/screenshots/*.png."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from playwright.sync_api import expect
 
 from tests.browser import DOC_SCREENSHOTS, embed_tag, visit
+from tests.support import ADMIN_KEY
 
 REPLY = """## Your order
 
@@ -204,3 +206,36 @@ def test_a_wide_table_or_code_line_scrolls_inside_its_bubble(page, api, host_sit
     )
     assert sizes["overflow"] == 0 and sizes["bubbleRight"] <= sizes["logRight"]
     assert sizes["tableScrolls"] and sizes["codeScrolls"]
+
+
+def test_the_dashboard_shows_each_reply_as_the_visitor_saw_it(browser, page, api, host_site, upstream):
+    widget = visit(page, host_site.page("/markdown-dashboard", embed_tag(api.url)))
+    widget.open()
+    drawn_for_the_visitor = []
+    for reply in (REPLY, HOSTILE_REPLY):
+        upstream.reply = reply
+        widget.send("Where is my order?" if reply == REPLY else "And the rest?")
+        widget.wait_until_idle()
+        drawn_for_the_visitor.append(widget.replies.last.inner_html())
+
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, timezone_id="Europe/Paris")
+    try:
+        admin = context.new_page()
+        admin.goto(api.url + "/admin")
+        admin.fill("#admin_key", ADMIN_KEY)
+        admin.click("button:has-text('Sign in')")
+        admin.click(f"text={widget.session_id()}")
+        replies = admin.locator("ol.thread li.message.assistant .content")
+        expect(replies).to_have_count(2)
+        assert [replies.nth(i).inner_html() for i in range(2)] == drawn_for_the_visitor
+        questions = admin.locator("ol.thread li.message.user .content")
+        expect(questions).to_have_text(["Where is my order?", "And the rest?"])
+        admin.wait_for_timeout(300)
+        assert admin.locator("main img, main iframe, main script, main style").count() == 0
+        for link in admin.locator("main .content a").all():
+            assert ALLOWED_HREF.match(link.get_attribute("href"))
+            assert (link.get_attribute("target"), link.get_attribute("rel")) == ("_blank", "noopener noreferrer")
+        admin.set_viewport_size({"width": 1200, "height": 700})
+        admin.screenshot(path=DOC_SCREENSHOTS / "dashboard.png")
+    finally:
+        context.close()

@@ -53,6 +53,22 @@ Inline <img src=x onerror=alert(8)> and <svg onload=alert(9)></svg> and <a href=
 
 <script>alert(11)</script>"""
 
+WIDE_TABLE = (
+    "| " + " | ".join(f"column{i}" for i in range(14)) + " |\n|" + "---|" * 14 + "\n| " + " | ".join("x" * 14) + " |"
+)
+LESS_COMMON = f"""- [x] Paid
+- [ ] Shipped
+
+3. third
+4. fourth
+
+> a ~~crossed~~ quote
+
+{WIDE_TABLE}
+
+```
+{"y" * 300}
+```"""
 ALLOWED_HREF = re.compile(r"(https?://|mailto:)")
 
 
@@ -178,30 +194,26 @@ def test_markdown_in_a_reply_cannot_run_script_load_a_resource_or_escape_its_bub
     expect(page.locator("h1")).to_be_visible()  # the reply's <style> reached nothing on the page
 
 
-def test_a_wide_table_or_code_line_scrolls_inside_its_bubble(page, api, host_site, upstream):
-    upstream.reply = (
-        "| "
-        + " | ".join(f"column{i}" for i in range(14))
-        + " |\n|"
-        + "---|" * 14
-        + "\n| "
-        + " | ".join("x" * 14)
-        + " |"
-        "\n\n```\n" + "y" * 300 + "\n```"
-    )
+def test_task_lists_quotes_and_wide_content_are_drawn_inside_the_bubble(page, api, host_site, upstream):
+    upstream.reply = LESS_COMMON
     widget = visit(page, host_site.page("/markdown-wide", embed_tag(api.url)))
     widget.open()
     widget.send("A big table please")
     widget.wait_until_idle()
+    reply = widget.replies.last
+    expect(reply.locator("ul > li")).to_have_text(["☑ Paid", "☐ Shipped"])  # characters, not form controls
+    expect(reply.locator("ol")).to_have_attribute("start", "3")
+    expect(reply.locator("blockquote del")).to_have_text("crossed")
     sizes = page.evaluate(
         """() => {
             const root = document.getElementById("os-chat-widget-root").shadowRoot;
             const bubble = Array.from(root.querySelectorAll(".message.assistant")).pop().getBoundingClientRect();
             const log = root.querySelector(".log");
+            const scrolls = (node) => node.scrollWidth > node.clientWidth;
             return { overflow: log.scrollWidth - log.clientWidth, bubbleRight: bubble.right,
                      logRight: log.getBoundingClientRect().right,
-                     tableScrolls: root.querySelector(".table").scrollWidth > root.querySelector(".table").clientWidth,
-                     codeScrolls: root.querySelector("pre").scrollWidth > root.querySelector("pre").clientWidth };
+                     tableScrolls: scrolls(root.querySelector(".table")),
+                     codeScrolls: scrolls(root.querySelector("pre")) };
         }"""
     )
     assert sizes["overflow"] == 0 and sizes["bubbleRight"] <= sizes["logRight"]

@@ -37,7 +37,7 @@ for (const [entry, output] of Object.entries(OUTPUTS)) {
   const built = await bundle(entry);
   if (!check) {
     await writeFile(target, built);
-    console.log(`${path.relative(process.cwd(), target)}: ${built.length} bytes`);
+    console.log(`${path.relative(process.cwd(), target)}: ${Buffer.byteLength(built)} bytes`);
   } else if ((await readFile(target, "utf8").catch(() => "")) !== built) {
     console.error(`${path.relative(process.cwd(), target)} is not what ${entry} builds: run \`npm run build\` in web/`);
     stale += 1;

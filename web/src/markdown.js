@@ -80,6 +80,8 @@ function block(token) {
       return el("p", { text: token.text });
     case "text": // the text of a tight list item
       return token.tokens ? inlines(token.tokens) : document.createTextNode(token.text);
+    case "checkbox": // a task list item's box, in a tight list
+      return checkbox(token);
     default:
       return el("p", { text: token.raw ?? "" }); // a token type added in a later version of marked
   }
@@ -90,12 +92,13 @@ function list(token) {
   return el(
     token.ordered ? "ol" : "ul",
     attributes,
-    ...token.items.map((item) => {
-      const parts = blocks(item.tokens);
-      if (item.task) parts.unshift(item.checked ? "☑ " : "☐ ");
-      return el("li", {}, ...parts);
-    }),
+    ...token.items.map((item) => el("li", {}, ...blocks(item.tokens))),
   );
+}
+
+/** A task's box as a character, not a form control: nothing in a reply can be clicked but links. */
+function checkbox(token) {
+  return document.createTextNode(token.checked ? "☑ " : "☐ ");
 }
 
 function table(token) {
@@ -142,6 +145,8 @@ function inline(token) {
     case "escape":
     case "html":
       return document.createTextNode(token.text);
+    case "checkbox": // a task list item's box, inside a loose list's paragraph
+      return checkbox(token);
     default:
       return document.createTextNode(token.raw ?? "");
   }

@@ -14,7 +14,8 @@
  * from Markdown as elements (markdown.js); neither is ever parsed as HTML.
  */
 import { localise } from "./i18n.js";
-import { el, externalLink, renderMarkdown, safeLink } from "./markdown.js";
+import { el, externalLink, safeLink } from "./dom.js";
+import { renderMarkdown } from "./markdown.js";
 
 const ROOT_ID = "os-chat-widget-root";
 const SESSION_KEY = "os-chatbot-session-id";

@@ -10,38 +10,12 @@
  * Shared by the widget and the dashboard's thread view, so both show a reply the same way.
  */
 import { Lexer } from "marked";
+import { el, externalLink, safeLink } from "./dom.js";
 
 // GitHub-flavoured (tables, strikethrough, bare URLs); a single newline is a line break, as a
 // model's plain-text answers mean it.
 const OPTIONS = { gfm: true, breaks: true };
-const LINK_PROTOCOLS = new Set(["http:", "https:", "mailto:"]);
 const ALIGNMENTS = new Set(["left", "right", "center"]);
-
-/** The href of an http, https or mailto URL, else null (javascript:, data:, relative, garbage). */
-export function safeLink(value) {
-  try {
-    const url = new URL(String(value));
-    return LINK_PROTOCOLS.has(url.protocol) ? url.href : null;
-  } catch {
-    return null;
-  }
-}
-
-/** An element with attributes ("text" sets textContent) and children (strings become text). */
-export function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (name === "text") node.textContent = value;
-    else node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
-
-/** A link that opens in a new tab and tells the target nothing about the page it came from. */
-export function externalLink(href, ...children) {
-  return el("a", { href, target: "_blank", rel: "noopener noreferrer" }, ...children);
-}
 
 /** The nodes of a Markdown text: an array of block elements (paragraphs, lists, tables...). */
 export function renderMarkdown(markdown) {

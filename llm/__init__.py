@@ -212,17 +212,22 @@ class OpenAIClient:
 
 
 class DemoResponder:
-    """Offline stand-in for the model: a labelled canned answer, streamed word by word."""
+    """Offline stand-in for the model: a labelled canned answer, streamed word by word. It is
+    Markdown, as models answer, so a first try shows the widget's formatting too."""
 
     def __init__(self, delay_seconds: float = 0.04):
         self.delay_seconds = delay_seconds
 
     def reply_text(self, messages: list[dict]) -> str:
-        question = messages[-1]["content"] if messages else ""
+        question = " ".join((messages[-1]["content"] if messages else "")[:200].split())
         return (
-            "[Demo mode: no OPENAI_API_KEY is set, so this is a canned answer, not a model.] "
-            f'You said: "{question[:200]}". Set OPENAI_API_KEY (and OPENAI_BASE_URL for any '
-            "OpenAI-compatible server) to get real replies."
+            "**Demo mode**: no `OPENAI_API_KEY` is set, so this is a canned answer, not a model.\n\n"
+            f'You said: "{question}"\n\n'
+            "For real replies, set:\n\n"
+            "1. `OPENAI_API_KEY`\n"
+            "2. `OPENAI_BASE_URL` as well, for any OpenAI-compatible server\n\n"
+            "Replies are drawn from *Markdown*, as models write it: lists, `code`, tables and "
+            "[links](https://commonmark.org/help/)."
         )
 
     def complete(self, messages: list[dict], max_tokens: int | None = None) -> Completion:

@@ -184,7 +184,8 @@ Please report this to https://github.com/markedjs/marked.`,t){let s="<p>An error
   .text hr { border: 0; border-top: 1px solid var(--border); }
   .text .table { overflow-x: auto; }
   .text table { border-collapse: collapse; font-size: 13px; }
-  .text :is(th, td) { padding: 4px 8px; border: 1px solid var(--border); text-align: start; }
+  /* Words stay whole in a cell (not the bubble's break-anywhere): a wide table scrolls instead. */
+  .text :is(th, td) { padding: 4px 8px; border: 1px solid var(--border); text-align: start; overflow-wrap: normal; }
   .note { display: block; margin-top: 4px; font-size: 12px; font-style: italic; color: var(--muted); }
   .sources { display: flex; flex-wrap: wrap; gap: 2px 10px; margin-top: 6px; font-size: 12px; color: var(--muted); }
   .sources a { color: inherit; text-decoration: underline; overflow-wrap: anywhere; }

@@ -145,7 +145,7 @@ def test_demo_responder_streams_a_labelled_answer_word_by_word():
         deltas = list(reply)
     text = "".join(deltas)
     assert len(deltas) > 5
-    assert text.startswith("[Demo mode") and '"hi"' in text
+    assert text.startswith("**Demo mode**") and '"hi"' in text
     assert demo.complete(PROMPT) == Completion(text, None)
 
 

@@ -53,9 +53,9 @@ Inline <img src=x onerror=alert(8)> and <svg onload=alert(9)></svg> and <a href=
 
 <script>alert(11)</script>"""
 
-WIDE_TABLE = (
-    "| " + " | ".join(f"column{i}" for i in range(14)) + " |\n|" + "---|" * 14 + "\n| " + " | ".join("x" * 14) + " |"
-)
+WIDE_TABLE = """| Storage | Bandwidth | Requests | Regions | Backups | Support | Uptime | Price |
+|---|---|---|---|---|---|---|---|
+| 10 GB | 1 TB | 1M | 3 | Daily | Email | 99.9% | $20 |"""
 LESS_COMMON = f"""- [x] Paid
 - [ ] Shipped
 
@@ -69,6 +69,8 @@ LESS_COMMON = f"""- [x] Paid
 ```
 {"y" * 300}
 ```"""
+ARABIC_REPLY = "نعم، بالتأكيد:\n\n1. افتح الإعدادات\n2. اختر **إعادة الضبط**"
+
 ALLOWED_HREF = re.compile(r"(https?://|mailto:)")
 
 
@@ -213,10 +215,15 @@ def test_task_lists_quotes_and_wide_content_are_drawn_inside_the_bubble(page, ap
             return { overflow: log.scrollWidth - log.clientWidth, bubbleRight: bubble.right,
                      logRight: log.getBoundingClientRect().right,
                      tableScrolls: scrolls(root.querySelector(".table")),
-                     codeScrolls: scrolls(root.querySelector("pre")) };
+                     codeScrolls: scrolls(root.querySelector("pre")),
+                     // cells taller than two lines: a word broken letter by letter to fit
+                     brokenCells: Array.from(root.querySelectorAll("th, td")).filter((cell) =>
+                       cell.getBoundingClientRect().height > 2 * parseFloat(getComputedStyle(cell).lineHeight))
+                       .map((cell) => cell.textContent) };
         }"""
     )
     assert sizes["overflow"] == 0 and sizes["bubbleRight"] <= sizes["logRight"]
+    assert sizes["brokenCells"] == []  # the table keeps its words whole and scrolls instead
     assert sizes["tableScrolls"] and sizes["codeScrolls"]
 
 
@@ -224,11 +231,13 @@ def test_the_dashboard_shows_each_reply_as_the_visitor_saw_it(browser, page, api
     widget = visit(page, host_site.page("/markdown-dashboard", embed_tag(api.url)))
     widget.open()
     drawn_for_the_visitor = []
-    for reply in (REPLY, HOSTILE_REPLY):
+    questions = {"Where is my order?": REPLY, "And the rest?": HOSTILE_REPLY, "In Arabic?": ARABIC_REPLY}
+    for question, reply in questions.items():
         upstream.reply = reply
-        widget.send("Where is my order?" if reply == REPLY else "And the rest?")
+        widget.send(question)
         widget.wait_until_idle()
         drawn_for_the_visitor.append(widget.replies.last.inner_html())
+    assert widget.replies.last.locator("li").first.evaluate("li => getComputedStyle(li).direction") == "rtl"
 
     context = browser.new_context(viewport={"width": 1200, "height": 900}, timezone_id="Europe/Paris")
     try:
@@ -238,10 +247,11 @@ def test_the_dashboard_shows_each_reply_as_the_visitor_saw_it(browser, page, api
         admin.click("button:has-text('Sign in')")
         admin.click(f"text={widget.session_id()}")
         replies = admin.locator("ol.thread li.message.assistant .content")
-        expect(replies).to_have_count(2)
-        assert [replies.nth(i).inner_html() for i in range(2)] == drawn_for_the_visitor
-        questions = admin.locator("ol.thread li.message.user .content")
-        expect(questions).to_have_text(["Where is my order?", "And the rest?"])
+        expect(replies).to_have_count(3)
+        assert [replies.nth(i).inner_html() for i in range(3)] == drawn_for_the_visitor
+        # An Arabic reply reads right to left there too (its list's numbers on the right).
+        assert replies.nth(2).locator("li").first.evaluate("li => getComputedStyle(li).direction") == "rtl"
+        expect(admin.locator("ol.thread li.message.user .content")).to_have_text(list(questions))
         admin.wait_for_timeout(300)
         assert admin.locator("main img, main iframe, main script, main style").count() == 0
         for link in admin.locator("main .content a").all():

@@ -133,10 +133,12 @@ def module_gunicorn(redis_server, upstream_server, tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium driven by Playwright, one for the whole run (Playwright allows one sync
-    driver per thread). With CI set, a missing Chromium fails the run rather than skipping."""
+    """Debian's Chromium driven by Playwright, one per test module. Not one per session: the
+    sync driver runs an asyncio loop in this thread while it lives, and the tests that call
+    asyncio.run() (test_e2e.py) fail under it; not two at once either (one driver a thread).
+    With CI set, a missing Chromium fails the run rather than skipping."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the browser tests, but {CHROMIUM} is missing (.ci/run installs it)")

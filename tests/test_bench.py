@@ -7,10 +7,13 @@ asserted here: these machines are shared and timings are noisy.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
-from tests.support import ROOT
+import pytest
+
+from tests.support import CHROMIUM, ROOT
 
 TINY = {
     "chat_turn": ["--turns", "40", "--concurrency", "4", "--latency-samples", "20"],
@@ -19,6 +22,7 @@ TINY = {
     "data_growth": ["--sizes", "50", "200", "--short", "4", "--long", "40", "--samples", "5"],
     "knowledge_retrieval": ["--sizes", "100", "--turns", "10", "--big-document-mb", "0.1"],
     "knowledge_quality": [],
+    "widget_render": ["--runs", "1", "--sizes", "300", "--tokens-per-second", "1000"],
 }
 
 
@@ -72,3 +76,13 @@ def test_knowledge_quality_benchmark_reports_hit_rates_for_every_ranking():
     assert set(figures["hit_rate_at_k"]) == {"lexical", "embeddings", "hybrid"}
     assert all(0 <= rate <= 1 for rates in figures["hit_rate_at_k"].values() for rate in rates.values())
     assert figures["questions"] == 32 and figures["chunks"] > figures["documents"]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"), reason=f"no Chromium at {CHROMIUM}")
+def test_widget_render_benchmark_measures_both_widgets_drawing_a_streamed_reply():
+    figures = run("widget_render")
+    assert [(row["widget"], row["reply_chars"]) for row in figures["rows"]] == [
+        ("plain text (before)", 300),
+        ("markdown (now)", 300),
+    ]
+    assert all(row["TaskDuration"] > 0 and row["tokens"] == 75 for row in figures["rows"])

@@ -107,7 +107,11 @@ def test_a_markdown_reply_is_drawn_formatted_as_it_streams_and_when_redrawn(page
     )
     widget.send("Where is my order?")
     expect(page.locator(".message.assistant strong")).to_have_count(1, timeout=15000)  # formatted mid-stream
+    # A finished block is kept, not redrawn with each token: the heading drawn now is the one at the end.
+    heading = page.locator(".message.assistant h4")
+    heading.evaluate("node => { node.drawnEarly = true; }")
     widget.wait_until_idle()
+    assert heading.evaluate("node => node.drawnEarly === true")
     lengths = [length for length in page.evaluate("window.frames_seen") if length >= 0]
     first_shown = next(i for i, length in enumerate(lengths) if length > 0)
     assert 0 not in lengths[first_shown:], f"the reply blanked out while streaming: {lengths}"

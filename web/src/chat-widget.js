@@ -15,7 +15,7 @@
  */
 import { localise } from "./i18n.js";
 import { el, externalLink, safeLink } from "./dom.js";
-import { renderMarkdown } from "./markdown.js";
+import { drawMarkdown } from "./markdown.js";
 
 const ROOT_ID = "os-chat-widget-root";
 const SESSION_KEY = "os-chatbot-session-id";
@@ -549,9 +549,9 @@ class ChatWidget {
     const speaker = role === "user" ? this.text.you : this.text.title;
     // A visitor's words stay plain text; a reply is Markdown (markdown.js). dir="auto": each
     // message reads in its own direction, an English reply on an Arabic page too.
-    const content = role === "user"
-      ? el("span", { class: "text", dir: "auto", text })
-      : el("div", { class: "text", dir: "auto" }, ...renderMarkdown(text));
+    const content = el(role === "user" ? "span" : "div", { class: "text", dir: "auto" });
+    if (role === "user") content.textContent = text;
+    else drawMarkdown(content, text);
     const bubble = el(
       "div", { class: `message ${role}` },
       el("span", { class: "visually-hidden", text: `${speaker}: ` }),
@@ -609,7 +609,7 @@ class ChatWidget {
     this.frame = null;
     const following = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
     bubble.querySelector(".typing")?.remove();
-    bubble.querySelector(".text").replaceChildren(...renderMarkdown(text));
+    drawMarkdown(bubble.querySelector(".text"), text);
     if (following) this.scrollToEnd();
   }
 

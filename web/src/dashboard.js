@@ -2,7 +2,7 @@
  * The dashboard's one script (static/dashboard/dashboard.js, built by `npm run build` in web/).
  * Without it every page still works: times stay in UTC and replies show as their Markdown text.
  */
-import { renderMarkdown } from "./markdown.js";
+import { drawMarkdown } from "./markdown.js";
 
 // Every <time datetime> in the reader's own time zone.
 for (const element of document.querySelectorAll("time[datetime]")) {
@@ -15,6 +15,6 @@ for (const element of document.querySelectorAll("time[datetime]")) {
 
 // Each reply drawn the way the widget drew it for the visitor.
 for (const element of document.querySelectorAll("[data-markdown]")) {
-  element.replaceChildren(...renderMarkdown(element.textContent));
+  drawMarkdown(element, element.textContent);
   element.classList.add("markdown");
 }

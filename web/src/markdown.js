@@ -17,9 +17,33 @@ import { el, externalLink, safeLink } from "./dom.js";
 const OPTIONS = { gfm: true, breaks: true };
 const ALIGNMENTS = new Set(["left", "right", "center"]);
 
-/** The nodes of a Markdown text: an array of block elements (paragraphs, lists, tables...). */
-export function renderMarkdown(markdown) {
-  return blocks(Lexer.lex(markdown, OPTIONS));
+// What each container shows: the reference definitions its text had, and per top-level token
+// its source and the nodes drawn for it.
+const drawn = new WeakMap();
+
+/**
+ * Show a Markdown text in container (which holds nothing else), as block elements. Drawn again
+ * with a longer text, as a streaming reply is, it keeps the nodes of the leading blocks whose
+ * source is unchanged and redraws from the first that differs (usually only the last), so the
+ * page restyles and lays out one block per frame, not the whole reply. A reference
+ * definition that appears or changes can turn earlier text into a link: then all is redrawn.
+ */
+export function drawMarkdown(container, markdown) {
+  const tokens = Lexer.lex(markdown, OPTIONS);
+  const definitions = JSON.stringify(tokens.links); // names and addresses: either may still be arriving
+  const before = drawn.get(container);
+  const kept = before?.definitions === definitions ? before.blocks : [];
+  let same = 0;
+  while (same < kept.length && same < tokens.length && kept[same].source === tokens[same].raw) same += 1;
+  if (same === 0) container.replaceChildren();
+  else for (const { nodes } of kept.slice(same)) for (const node of nodes) node.remove();
+  const blocks = kept.slice(0, same);
+  for (const token of tokens.slice(same)) {
+    const nodes = [block(token) ?? []].flat();
+    container.append(...nodes);
+    blocks.push({ source: token.raw, nodes });
+  }
+  drawn.set(container, { definitions, blocks });
 }
 
 function blocks(tokens) {

@@ -37,13 +37,13 @@ export function drawMarkdown(container, markdown) {
   while (same < kept.length && same < tokens.length && kept[same].source === tokens[same].raw) same += 1;
   if (same === 0) container.replaceChildren();
   else for (const { nodes } of kept.slice(same)) for (const node of nodes) node.remove();
-  const blocks = kept.slice(0, same);
+  const shown = kept.slice(0, same);
   for (const token of tokens.slice(same)) {
     const nodes = [block(token) ?? []].flat();
     container.append(...nodes);
-    blocks.push({ source: token.raw, nodes });
+    shown.push({ source: token.raw, nodes });
   }
-  drawn.set(container, { definitions, blocks });
+  drawn.set(container, { definitions, blocks: shown });
 }
 
 function blocks(tokens) {

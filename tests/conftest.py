@@ -133,6 +133,9 @@ def module_gunicorn(redis_server, upstream_server, tmp_path_factory):
         server.stop()
 
 
+# ---- the browser tests: Chromium, a host site, the widget's API ---------------------------
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium driven by Playwright, one per test module. Not one per session: the
@@ -149,9 +152,6 @@ def browser():
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
-
-
-# ---- the browser tests: Chromium, a host site, the widget's API ---------------------------
 
 
 @pytest.fixture(scope="session")

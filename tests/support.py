@@ -18,9 +18,9 @@ from tests.loopback import answers_ok, free_port, wait_until
 
 __all__ = [
     "ADMIN_KEY",
+    "ADMIN_KEY_2",
     "CHROMIUM",
     "CHROMIUM_ARGS",
-    "ADMIN_KEY_2",
     "ROOT",
     "RUNTIME_BIN",
     "RUNTIME_PYTHON",

@@ -4,7 +4,6 @@ tests share (keys, headers, process helpers) is in tests/support.py."""
 
 from __future__ import annotations
 
-import os
 from functools import partial
 
 import pytest
@@ -13,7 +12,7 @@ import services
 from app import create_app
 from tests.browser import HostSite
 from tests.fake_upstream import FakeUpstream
-from tests.support import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer, chat_turn, deployment_env
+from tests.support import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer, chat_turn, deployment_env, require_chromium
 
 
 @pytest.fixture(scope="session")
@@ -142,10 +141,7 @@ def browser():
     sync driver runs an asyncio loop in this thread while it lives, and the tests that call
     asyncio.run() (test_e2e.py) fail under it; not two at once either (one driver a thread).
     With CI set, a missing Chromium fails the run rather than skipping."""
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the browser tests, but {CHROMIUM} is missing (.ci/run installs it)")
-        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run the browser tests")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -21,6 +21,7 @@ __all__ = [
     "ADMIN_KEY_2",
     "CHROMIUM",
     "CHROMIUM_ARGS",
+    "require_chromium",
     "ROOT",
     "RUNTIME_BIN",
     "RUNTIME_PYTHON",
@@ -45,6 +46,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # Debian's Chromium: Playwright never downloads a browser here (see the `browser` fixture).
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+def require_chromium() -> None:
+    """Skip the calling test without Debian's Chromium, or fail it when CI is set (.ci/run
+    installs Chromium, so CI must never pass by skipping the browser tests)."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests, but {CHROMIUM} is missing (.ci/run installs it)")
+        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run the browser tests")
 
 
 def _runtime_bin() -> Path:

@@ -7,13 +7,10 @@ asserted here: these machines are shared and timings are noisy.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
-import pytest
-
-from tests.support import CHROMIUM, ROOT
+from tests.support import ROOT, require_chromium
 
 TINY = {
     "chat_turn": ["--turns", "40", "--concurrency", "4", "--latency-samples", "20"],
@@ -78,8 +75,8 @@ def test_knowledge_quality_benchmark_reports_hit_rates_for_every_ranking():
     assert figures["questions"] == 32 and figures["chunks"] > figures["documents"]
 
 
-@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"), reason=f"no Chromium at {CHROMIUM}")
 def test_widget_render_benchmark_measures_both_widgets_drawing_a_streamed_reply():
+    require_chromium()
     figures = run("widget_render")
     assert [(row["widget"], row["reply_chars"]) for row in figures["rows"]] == [
         ("plain text (before)", 300),
